@@ -1,0 +1,157 @@
+//! Gatehouse's one YAML file: the external model ([`Config`]), loading with `${VAR}`
+//! expansion, and validation that reports every problem at once with its field path and line.
+//!
+//! YAML parsing lives only in this crate (serde_yaml is archived upstream; swapping it must
+//! not touch the others).
+#![forbid(unsafe_code)]
+
+mod duration;
+mod env;
+mod locate;
+mod model;
+mod validate;
+
+pub use duration::Dur;
+pub use model::*;
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::Path;
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Field path, e.g. `routes[0].filters[1].mode`; empty for whole-file problems.
+    pub path: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.path.is_empty(), self.line) {
+            (true, Some(l)) => write!(f, "line {l}: {}", self.message),
+            (true, None) => write!(f, "{}", self.message),
+            (false, Some(l)) => write!(f, "{} (line {l}): {}", self.path, self.message),
+            (false, None) => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// Every problem found in a file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A parsed and validated configuration plus what it was loaded from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// Hex SHA-256 of the file's bytes (exported as an info metric).
+    pub hash: String,
+}
+
+/// Read, expand, parse and validate a file.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: String::new(),
+            line: None,
+            message: format!("cannot read {}: {e}", path.display()),
+        }])
+    })?;
+    load_str(&text)
+}
+
+/// Parse and validate YAML text, expanding `${VAR}` from the process environment.
+pub fn load_str(text: &str) -> Result<Loaded, ConfigErrors> {
+    load_str_with_env(text, |name| std::env::var(name).ok())
+}
+
+/// [`load_str`] with an explicit environment (tests).
+pub fn load_str_with_env(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigErrors> {
+    let hash = hex::encode(Sha256::digest(text.as_bytes()));
+    let expanded = env::expand(text, env).map_err(|errs| {
+        ConfigErrors(
+            errs.into_iter()
+                .map(|message| ConfigError {
+                    path: String::new(),
+                    line: None,
+                    message,
+                })
+                .collect(),
+        )
+    })?;
+    let config = parse(&expanded)?;
+    let problems = validate::validate(&config);
+    if problems.is_empty() {
+        Ok(Loaded { config, hash })
+    } else {
+        Err(ConfigErrors(
+            problems
+                .into_iter()
+                .map(|(path, message)| ConfigError {
+                    line: locate::line_of(&expanded, &path),
+                    path,
+                    message,
+                })
+                .collect(),
+        ))
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let inner = e.into_inner();
+        let line = inner
+            .location()
+            .map(|l| l.line())
+            .or_else(|| locate::line_of(text, &path));
+        // serde_yaml appends " at line L column C" itself; we print the line separately.
+        let mut message = inner.to_string();
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        ConfigErrors(vec![ConfigError {
+            path,
+            line,
+            message,
+        }])
+    })
+}
+
+/// Read a secret named in the config: from `file` (trailing newline trimmed) or the
+/// environment variable `env`.
+pub fn read_secret(file: Option<&str>, env: Option<&str>) -> Result<String, String> {
+    match (file, env) {
+        (Some(f), None) => std::fs::read_to_string(f)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|e| format!("cannot read secret file {f}: {e}")),
+        (None, Some(v)) => {
+            std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))
+        }
+        (Some(_), Some(_)) => Err("give either a secret file or an env var, not both".to_owned()),
+        (None, None) => Err("a secret file or env var is required".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

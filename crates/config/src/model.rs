@@ -1,0 +1,612 @@
+//! The external YAML model. Every struct denies unknown fields so a typo is an error that
+//! names its path, never a silently ignored key.
+
+use crate::Dur;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Schema version; only `1` exists.
+    pub version: u32,
+    #[serde(default)]
+    pub server: ServerSection,
+    pub admin: Option<Admin>,
+    #[serde(default)]
+    pub log: LogSection,
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub authorization_servers: BTreeMap<String, AuthorizationServer>,
+    /// Key Gatehouse signs JWTs with when a route uses `forward_jwt: signed_by_gatehouse`.
+    pub token_signing: Option<TokenSigning>,
+    pub upstreams: BTreeMap<String, Upstream>,
+    pub routes: Vec<Route>,
+}
+
+/// Process-wide settings (Pingora's `ServerConf` is built from these).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Worker threads per service.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// SIGTERM: how long to keep serving in-flight requests after listeners close.
+    #[serde(default = "default_grace")]
+    pub grace_period: Dur,
+    /// After the grace period, how long runtimes get to stop.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Dur,
+    /// Upstream keep-alive pool size (connections).
+    #[serde(default = "default_pool")]
+    pub upstream_keepalive_pool: usize,
+    /// Largest accepted `Authorization` header, bytes.
+    #[serde(default = "default_max_auth")]
+    pub max_authorization_header: usize,
+}
+
+fn default_threads() -> usize {
+    2
+}
+fn default_grace() -> Dur {
+    Dur::secs(10)
+}
+fn default_shutdown_timeout() -> Dur {
+    Dur::secs(5)
+}
+fn default_pool() -> usize {
+    128
+}
+fn default_max_auth() -> usize {
+    8192
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            threads: default_threads(),
+            grace_period: default_grace(),
+            shutdown_timeout: default_shutdown_timeout(),
+            upstream_keepalive_pool: default_pool(),
+            max_authorization_header: default_max_auth(),
+        }
+    }
+}
+
+/// The plain-HTTP admin listener: `/healthz`, `/readyz`, `/metrics`, `/jwks`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub listen: SocketAddr,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `stdout` (default), `off`, or a file path for the JSON access log.
+    #[serde(default)]
+    pub access_log: Option<String>,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// Absent: plain HTTP.
+    pub tls: Option<ListenerTls>,
+}
+
+/// TLS protocol versions.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    #[serde(rename = "tls1.2")]
+    Tls12,
+    #[serde(rename = "tls1.3")]
+    Tls13,
+}
+
+/// ALPN protocols.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum Alpn {
+    #[serde(rename = "h2")]
+    H2,
+    #[serde(rename = "http/1.1")]
+    Http11,
+}
+
+/// Server-side TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM chain, leaf first.
+    pub cert_file: String,
+    pub key_file: String,
+    #[serde(default = "default_protocols")]
+    pub protocols: Vec<TlsVersion>,
+    /// Key-exchange groups in preference order (OpenSSL names: `x25519`, `p256`/`P-256`, …).
+    pub groups: Option<Vec<String>>,
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<Alpn>,
+    /// TLS session tickets / ids (resumption).
+    #[serde(default = "yes")]
+    pub session_resumption: bool,
+    #[serde(default)]
+    pub client_auth: ClientAuthTls,
+}
+
+fn default_protocols() -> Vec<TlsVersion> {
+    vec![TlsVersion::Tls12, TlsVersion::Tls13]
+}
+fn default_alpn() -> Vec<Alpn> {
+    vec![Alpn::H2, Alpn::Http11]
+}
+fn yes() -> bool {
+    true
+}
+
+/// Whether a listener asks for a client certificate.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCertMode {
+    /// Ask for a certificate; requests without a valid one get 403.
+    Required,
+    /// Ask for a certificate; requests without one continue without an identity.
+    Optional,
+    /// Don't ask.
+    #[default]
+    Off,
+}
+
+/// Client-certificate request and verification at the listener.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthTls {
+    #[serde(default)]
+    pub mode: ClientCertMode,
+    /// PEM bundles of trusted CAs.
+    #[serde(default)]
+    pub ca_files: Vec<String>,
+    /// Maximum number of intermediates between leaf and trust anchor.
+    #[serde(default = "default_depth")]
+    pub max_depth: u32,
+}
+
+fn default_depth() -> u32 {
+    4
+}
+
+/// An OAuth authorization server Gatehouse talks to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationServer {
+    /// Expected `iss` of JWTs it signs.
+    pub issuer: Option<String>,
+    /// Where its signing keys are published.
+    pub jwks_uri: Option<String>,
+    /// Alternatively, a JWKS file.
+    pub jwks_file: Option<String>,
+    /// PEM bundle to trust for HTTPS calls to this server (default: system roots).
+    pub ca_file: Option<String>,
+    /// Allowed JWS algorithms.
+    #[serde(default = "default_algs")]
+    pub algorithms: Vec<String>,
+    /// Clock leeway for `exp`/`nbf`/`iat`.
+    #[serde(default = "default_leeway")]
+    pub leeway: Dur,
+    /// Shortest time between two JWKS refreshes triggered by unknown `kid`s.
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh: Dur,
+    /// HMAC key for HS* algorithms (only then are HS* accepted).
+    pub hmac_secret_file: Option<String>,
+    pub hmac_secret_env: Option<String>,
+    pub introspection: Option<Introspection>,
+    #[serde(default)]
+    pub cache: TokenCache,
+}
+
+fn default_algs() -> Vec<String> {
+    ["PS256", "RS256", "ES256", "EdDSA"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+fn default_leeway() -> Dur {
+    Dur::secs(30)
+}
+fn default_jwks_min_refresh() -> Dur {
+    Dur::secs(10)
+}
+
+/// Response format asked for with `Accept`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum IntrospectionFormat {
+    /// RFC 9701 `application/token-introspection+jwt`.
+    #[serde(rename = "token-introspection+jwt")]
+    TokenIntrospectionJwt,
+    /// Curity-style `application/jwt`: the body is the JWT to forward.
+    #[serde(rename = "jwt")]
+    Jwt,
+    /// RFC 7662 JSON.
+    #[serde(rename = "json")]
+    Json,
+}
+
+/// RFC 7662 introspection endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Introspection {
+    pub url: String,
+    #[serde(default = "default_accept")]
+    pub accept: IntrospectionFormat,
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    pub client_auth: IntrospectionClientAuth,
+}
+
+fn default_accept() -> IntrospectionFormat {
+    IntrospectionFormat::TokenIntrospectionJwt
+}
+fn default_timeout() -> Dur {
+    Dur::secs(2)
+}
+
+/// How Gatehouse authenticates to the introspection endpoint.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+    PrivateKeyJwt,
+    TlsClientAuth,
+}
+
+/// Client credentials for introspection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionClientAuth {
+    pub method: ClientAuthMethod,
+    pub client_id: String,
+    pub client_secret_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    /// private_key_jwt: PEM private key (RSA or EC P-256) and its `kid`.
+    pub private_key_file: Option<String>,
+    pub key_id: Option<String>,
+    /// private_key_jwt: `RS256`, `PS256` or `ES256` (default: from the key type).
+    pub algorithm: Option<String>,
+    /// tls_client_auth: Gatehouse's own client certificate and key (PEM).
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+/// The introspection result cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCache {
+    #[serde(default = "default_max_entries")]
+    pub max_entries: u64,
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl: Dur,
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl: Dur,
+    /// Keep serving a cached active token this long past its cache TTL while the
+    /// authorization server fails (never beyond the token's `exp`).
+    #[serde(default)]
+    pub stale_if_error: Option<Dur>,
+}
+
+fn default_max_entries() -> u64 {
+    100_000
+}
+fn default_max_ttl() -> Dur {
+    Dur::secs(300)
+}
+fn default_negative_ttl() -> Dur {
+    Dur::secs(5)
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self {
+            max_entries: default_max_entries(),
+            max_ttl: default_max_ttl(),
+            negative_ttl: default_negative_ttl(),
+            stale_if_error: None,
+        }
+    }
+}
+
+/// Gatehouse's own JWT signing key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSigning {
+    /// PEM private key (EC P-256 → ES256, RSA → PS256).
+    pub key_file: String,
+    pub key_id: String,
+    /// `iss` of the JWTs Gatehouse signs.
+    pub issuer: String,
+    /// Lifetime cap of those JWTs (also capped by the token's `exp`).
+    #[serde(default = "default_max_ttl")]
+    pub max_ttl: Dur,
+}
+
+/// A pool of upstream servers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `host:port` entries, resolved at load.
+    pub peers: Vec<String>,
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: Dur,
+}
+
+fn default_connect_timeout() -> Dur {
+    Dur::secs(2)
+}
+fn default_read_timeout() -> Dur {
+    Dur::secs(30)
+}
+
+/// TLS to the upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// SNI and the name verified in the upstream certificate.
+    pub sni: String,
+    /// Verify the upstream certificate (default true).
+    #[serde(default = "yes")]
+    pub verify: bool,
+}
+
+/// A route: which requests, which filters, which upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: String,
+    #[serde(rename = "match", default)]
+    pub matches: RouteMatch,
+    pub upstream: String,
+    /// Run in this order.
+    #[serde(default)]
+    pub filters: Vec<FilterConfig>,
+}
+
+/// What a route matches. Longest path prefix wins; a route with a host beats one without.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Exact host (port ignored), case-insensitive. Absent: any host.
+    pub host: Option<String>,
+    #[serde(default = "root")]
+    pub path_prefix: String,
+    /// Only on these listeners (by name). Absent: all.
+    pub listeners: Option<Vec<String>>,
+}
+
+fn root() -> String {
+    "/".to_owned()
+}
+
+impl Default for RouteMatch {
+    fn default() -> Self {
+        Self {
+            host: None,
+            path_prefix: root(),
+            listeners: None,
+        }
+    }
+}
+
+/// The filters, tagged by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FilterConfig {
+    ClientCert(ClientCertFilter),
+    PhantomToken(PhantomTokenFilter),
+    Jwt(JwtFilter),
+    CertBoundToken(CertBoundFilter),
+    Claims(ClaimsFilter),
+}
+
+impl FilterConfig {
+    /// The `kind` as written.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ClientCert(_) => "client_cert",
+            Self::PhantomToken(_) => "phantom_token",
+            Self::Jwt(_) => "jwt",
+            Self::CertBoundToken(_) => "cert_bound_token",
+            Self::Claims(_) => "claims",
+        }
+    }
+}
+
+/// Per-route client-certificate mode.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteCertMode {
+    #[default]
+    Required,
+    Optional,
+}
+
+/// The `client_cert` filter.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertFilter {
+    #[serde(default)]
+    pub mode: RouteCertMode,
+    /// Route-specific trust anchors (default: the listener's).
+    pub ca_files: Option<Vec<String>>,
+    pub max_depth: Option<u32>,
+    /// Any one must match; all fields inside one must match. Empty: any trusted cert.
+    #[serde(default)]
+    pub identities: Vec<Identity>,
+    #[serde(default = "yes")]
+    pub require_eku_client_auth: bool,
+    #[serde(default)]
+    pub clock_skew: Option<Dur>,
+    /// Reject RSA keys shorter than this.
+    pub min_rsa_bits: Option<u32>,
+    #[serde(default)]
+    pub revocation: Revocation,
+    #[serde(default)]
+    pub forward: CertForward,
+}
+
+/// One allowed identity (APIM's `certificate-identity`).
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub thumbprint_sha256: Option<String>,
+    pub thumbprint_sha1: Option<String>,
+    pub serial: Option<String>,
+    pub subject: Option<String>,
+    pub common_name: Option<String>,
+    pub issuer_subject: Option<String>,
+    pub issuer_thumbprint_sha256: Option<String>,
+    pub san_dns: Option<String>,
+    pub san_uri: Option<String>,
+    pub san_email: Option<String>,
+}
+
+/// Revocation checking.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationMode {
+    #[default]
+    Off,
+    /// A CRL that cannot be obtained passes (counted in a metric).
+    Soft,
+    /// A CRL that cannot be obtained fails.
+    Hard,
+}
+
+/// CRL settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    #[serde(default)]
+    pub mode: RevocationMode,
+    /// PEM or DER CRL files; reloaded when they change.
+    #[serde(default)]
+    pub crl_files: Vec<String>,
+    /// Fetch CRLs from the certificates' CRL distribution points (http only).
+    #[serde(default)]
+    pub fetch_distribution_points: bool,
+    #[serde(default)]
+    pub refresh: Option<Dur>,
+}
+
+/// How the verified certificate is passed upstream.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CertForwardFormat {
+    #[default]
+    None,
+    /// RFC 9440 `Client-Cert: :<base64 DER>:`.
+    Rfc9440,
+    /// Envoy's `X-Forwarded-Client-Cert`.
+    Xfcc,
+    /// URL-escaped PEM in a header of your choice (NGINX `$ssl_client_escaped_cert`).
+    Pem,
+}
+
+/// Forwarding settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CertForward {
+    #[serde(default)]
+    pub format: CertForwardFormat,
+    /// RFC 9440 `Client-Cert-Chain` too.
+    #[serde(default)]
+    pub chain: bool,
+    /// Header name for `pem` (default `X-SSL-Client-Cert`).
+    pub header: Option<String>,
+}
+
+/// Which JWT the phantom-token filter forwards.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardJwt {
+    /// The JWT from the introspection response.
+    #[default]
+    AsIssued,
+    /// A JWT Gatehouse signs from the introspection claims (`token_signing`).
+    SignedByGatehouse,
+}
+
+/// The `phantom_token` filter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhantomTokenFilter {
+    pub authorization_server: String,
+    #[serde(default)]
+    pub forward_jwt: ForwardJwt,
+}
+
+/// The `jwt` filter (JWT access tokens verified locally).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtFilter {
+    pub authorization_server: String,
+    /// Accepted `aud` values (any one must be present). Empty: not checked.
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// Require this `typ` header (e.g. `at+jwt`, RFC 9068).
+    pub typ: Option<String>,
+}
+
+/// RFC 8705 binding mode.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingMode {
+    #[default]
+    Strict,
+    Optional,
+    Off,
+}
+
+/// The `cert_bound_token` filter.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CertBoundFilter {
+    #[serde(default)]
+    pub mode: BindingMode,
+}
+
+/// The `claims` filter.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimsFilter {
+    /// Required values of the space-separated `scope` claim.
+    #[serde(default)]
+    pub scope: Vec<String>,
+    /// Required members of the `roles` array claim.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Claims that must equal these values exactly (strings compare to strings; numbers and
+    /// booleans as written).
+    #[serde(default)]
+    pub equals: BTreeMap<String, ClaimValue>,
+    /// Copy a claim to an upstream header (`client_id: X-Client-Id`).
+    #[serde(default)]
+    pub to_headers: BTreeMap<String, String>,
+}
+
+/// A claim value in an `equals` rule.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ClaimValue {
+    Bool(bool),
+    Int(i64),
+    Str(String),
+}

@@ -1,0 +1,172 @@
+use super::*;
+
+const MINIMAL: &str = "version: 1
+listeners:
+  - name: plain
+    listen: 127.0.0.1:8080
+upstreams:
+  app:
+    peers: [127.0.0.1:3000]
+routes:
+  - name: all
+    upstream: app
+";
+
+fn env_none(_: &str) -> Option<String> {
+    None
+}
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    match load_str_with_env(text, env_none) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0,
+    }
+}
+
+#[test]
+fn minimal_config_loads_with_defaults() {
+    let loaded = load_str_with_env(MINIMAL, env_none).map_err(|e| e.to_string());
+    let c = loaded.as_ref().map(|l| &l.config);
+    let Ok(c) = c else { panic!("{loaded:?}") };
+    assert_eq!(c.server.threads, 2);
+    assert_eq!(c.server.grace_period, Dur::secs(10));
+    assert_eq!(c.routes[0].matches.path_prefix, "/");
+    assert!(c.listeners[0].tls.is_none());
+    assert_eq!(c.upstreams["app"].connect_timeout, Dur::secs(2));
+}
+
+#[test]
+fn typo_names_path_and_line() {
+    let text = MINIMAL.replace("    upstream: app", "    upstream: app\n    filterz: []");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].path, "routes[0].filterz");
+    assert_eq!(errs[0].line, Some(11));
+    assert!(errs[0].message.contains("unknown field `filterz`"), "{}", errs[0]);
+}
+
+#[test]
+fn typo_inside_a_filter_is_located_too() {
+    let text = MINIMAL.replace(
+        "    upstream: app",
+        "    upstream: app\n    filters:\n      - kind: claims\n        scopes: [a]",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].path.starts_with("routes[0].filters[0]"), "{}", errs[0]);
+    assert!(errs[0].message.contains("scopes"), "{}", errs[0]);
+    assert!(errs[0].line.is_some_and(|l| (12..=14).contains(&l)), "{}", errs[0]);
+}
+
+#[test]
+fn bad_enum_value_names_the_field() {
+    let text = "version: 1
+listeners:
+  - name: tls
+    listen: 127.0.0.1:8443
+    tls:
+      cert_file: /nonexistent
+      key_file: /nonexistent
+      client_auth:
+        mode: require
+upstreams: {}
+routes: []
+";
+    let errs = errors(text);
+    assert_eq!(errs[0].path, "listeners[0].tls.client_auth.mode");
+    assert_eq!(errs[0].line, Some(9));
+    assert!(errs[0].message.contains("unknown variant `require`"), "{}", errs[0]);
+}
+
+#[test]
+fn validation_collects_every_problem() {
+    let text = "version: 2
+listeners:
+  - name: a
+    listen: 127.0.0.1:8080
+  - name: a
+    listen: 127.0.0.1:8080
+upstreams:
+  app:
+    peers: [\"not a host\"]
+routes:
+  - name: r
+    upstream: nope
+    filters:
+      - kind: cert_bound_token
+      - kind: claims
+        scope: [x]
+";
+    let errs = errors(text);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "version",
+        "listeners[1].name",
+        "listeners[1].listen",
+        "upstreams.app.peers[0]",
+        "routes[0].upstream",
+        "routes[0].filters[0]",
+        "routes[0].filters[1]",
+    ] {
+        assert!(paths.contains(&want), "missing {want} in {errs:#?}");
+    }
+    let order = errs
+        .iter()
+        .find(|e| e.path == "routes[0].filters[0]" && e.message.contains("token source"))
+        .map(|e| e.to_string());
+    assert_eq!(
+        order.as_deref(),
+        Some("routes[0].filters[0] (line 14): route \"r\": cert_bound_token needs a token source (phantom_token or jwt) earlier in the chain")
+    );
+}
+
+#[test]
+fn unset_env_var_is_an_error_with_line() {
+    let text = MINIMAL.replace("127.0.0.1:3000", "${UPSTREAM_ADDR}");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].message, "line 7: environment variable UPSTREAM_ADDR is not set");
+    let ok = load_str_with_env(&text, |n| (n == "UPSTREAM_ADDR").then(|| "127.0.0.1:9".into()));
+    assert!(ok.is_ok_and(|l| l.config.upstreams["app"].peers[0] == "127.0.0.1:9"));
+}
+
+#[test]
+fn hash_changes_with_the_text() {
+    let a = load_str_with_env(MINIMAL, env_none).map(|l| l.hash);
+    let b = load_str_with_env(&format!("{MINIMAL}\n# comment\n"), env_none).map(|l| l.hash);
+    assert!(a.is_ok() && b.is_ok() && a != b);
+}
+
+/// Every example in `conf/` parses and validates (with `CERT_DIR` pointing at a directory
+/// holding files of the names they reference).
+#[test]
+fn every_conf_example_is_valid() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conf");
+    let dir = std::env::temp_dir().join(format!("gatehouse-conf-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok();
+    let mut n = 0;
+    let entries = std::fs::read_dir(&conf).map(|d| d.flatten().collect::<Vec<_>>());
+    for entry in entries.unwrap_or_default() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        // create every ${CERT_DIR}/name the file mentions
+        for part in text.split("${CERT_DIR}/").skip(1) {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .collect();
+            std::fs::write(dir.join(name), b"x").ok();
+        }
+        let d = dir.display().to_string();
+        let res = load_str_with_env(&text, |n| match n {
+            "CERT_DIR" => Some(d.clone()),
+            _ => Some("test".into()),
+        });
+        assert!(res.is_ok(), "{}: {}", path.display(), res.err().map(|e| e.to_string()).unwrap_or_default());
+        n += 1;
+    }
+    assert!(n >= 2, "expected example configs in {}", conf.display());
+}

@@ -1,0 +1,344 @@
+//! Semantic checks that serde cannot express. Collects every problem (Linkerd's env.rs
+//! style) instead of stopping at the first.
+
+use crate::model::*;
+use std::collections::HashSet;
+use std::net::ToSocketAddrs;
+use std::path::Path;
+
+type Problems = Vec<(String, String)>;
+
+fn file_exists(p: &mut Problems, path: String, file: &str) {
+    if !Path::new(file).is_file() {
+        p.push((path, format!("file {file} does not exist or is not a regular file")));
+    }
+}
+
+fn secret_ref(p: &mut Problems, path: &str, file: &Option<String>, env: &Option<String>, what: &str) {
+    match (file, env) {
+        (Some(f), None) => file_exists(p, format!("{path}.{what}_file"), f),
+        (None, Some(v)) => {
+            if std::env::var_os(v).is_none() {
+                p.push((
+                    format!("{path}.{what}_env"),
+                    format!("environment variable {v} is not set"),
+                ));
+            }
+        }
+        (Some(_), Some(_)) => p.push((
+            path.to_owned(),
+            format!("give either {what}_file or {what}_env, not both"),
+        )),
+        (None, None) => p.push((
+            path.to_owned(),
+            format!("{what}_file or {what}_env is required"),
+        )),
+    }
+}
+
+/// Every problem in `c`, as (field path, message).
+pub fn validate(c: &Config) -> Problems {
+    let mut p = Problems::new();
+    if c.version != 1 {
+        p.push(("version".into(), format!("unsupported version {}, expected 1", c.version)));
+    }
+    if c.server.threads == 0 {
+        p.push(("server.threads".into(), "must be at least 1".into()));
+    }
+    if c.listeners.is_empty() {
+        p.push(("listeners".into(), "at least one listener is required".into()));
+    }
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    if let Some(a) = &c.admin {
+        addrs.insert(a.listen);
+    }
+    for (i, l) in c.listeners.iter().enumerate() {
+        let at = format!("listeners[{i}]");
+        if !names.insert(l.name.as_str()) {
+            p.push((format!("{at}.name"), format!("duplicate listener name {:?}", l.name)));
+        }
+        if !addrs.insert(l.listen) {
+            p.push((format!("{at}.listen"), format!("address {} is used twice", l.listen)));
+        }
+        if let Some(tls) = &l.tls {
+            file_exists(&mut p, format!("{at}.tls.cert_file"), &tls.cert_file);
+            file_exists(&mut p, format!("{at}.tls.key_file"), &tls.key_file);
+            if tls.protocols.is_empty() {
+                p.push((format!("{at}.tls.protocols"), "at least one protocol is required".into()));
+            }
+            if tls.alpn.is_empty() {
+                p.push((format!("{at}.tls.alpn"), "at least one protocol is required".into()));
+            }
+            let ca = &tls.client_auth;
+            if ca.mode != ClientCertMode::Off && ca.ca_files.is_empty() {
+                p.push((
+                    format!("{at}.tls.client_auth.ca_files"),
+                    "client certificates are requested but no CA bundle is configured".into(),
+                ));
+            }
+            for (j, f) in ca.ca_files.iter().enumerate() {
+                file_exists(&mut p, format!("{at}.tls.client_auth.ca_files[{j}]"), f);
+            }
+        }
+    }
+
+    for (name, a) in &c.authorization_servers {
+        let at = format!("authorization_servers.{name}");
+        if a.jwks_uri.is_some() && a.jwks_file.is_some() {
+            p.push((at.clone(), "give either jwks_uri or jwks_file, not both".into()));
+        }
+        if let Some(f) = &a.jwks_file {
+            file_exists(&mut p, format!("{at}.jwks_file"), f);
+        }
+        if let Some(f) = &a.ca_file {
+            file_exists(&mut p, format!("{at}.ca_file"), f);
+        }
+        if let Some(u) = &a.jwks_uri {
+            check_url(&mut p, format!("{at}.jwks_uri"), u);
+        }
+        for (j, alg) in a.algorithms.iter().enumerate() {
+            let ok = matches!(
+                alg.as_str(),
+                "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384"
+                    | "EdDSA" | "HS256" | "HS384" | "HS512"
+            );
+            if !ok {
+                p.push((
+                    format!("{at}.algorithms[{j}]"),
+                    format!("unsupported algorithm {alg:?} (\"none\" is never accepted)"),
+                ));
+            } else if alg.starts_with("HS")
+                && a.hmac_secret_file.is_none()
+                && a.hmac_secret_env.is_none()
+            {
+                p.push((
+                    format!("{at}.algorithms[{j}]"),
+                    format!("{alg} needs hmac_secret_file or hmac_secret_env"),
+                ));
+            }
+        }
+        if a.hmac_secret_file.is_some() || a.hmac_secret_env.is_some() {
+            secret_ref(&mut p, &at, &a.hmac_secret_file, &a.hmac_secret_env, "hmac_secret");
+        }
+        if let Some(i) = &a.introspection {
+            let at = format!("{at}.introspection");
+            check_url(&mut p, format!("{at}.url"), &i.url);
+            let ca = &i.client_auth;
+            let cat = format!("{at}.client_auth");
+            match ca.method {
+                ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost => {
+                    secret_ref(&mut p, &cat, &ca.client_secret_file, &ca.client_secret_env, "client_secret")
+                }
+                ClientAuthMethod::PrivateKeyJwt => match &ca.private_key_file {
+                    Some(f) => file_exists(&mut p, format!("{cat}.private_key_file"), f),
+                    None => p.push((cat.clone(), "private_key_jwt needs private_key_file".into())),
+                },
+                ClientAuthMethod::TlsClientAuth => match (&ca.cert_file, &ca.key_file) {
+                    (Some(c), Some(k)) => {
+                        file_exists(&mut p, format!("{cat}.cert_file"), c);
+                        file_exists(&mut p, format!("{cat}.key_file"), k);
+                    }
+                    _ => p.push((cat.clone(), "tls_client_auth needs cert_file and key_file".into())),
+                },
+            }
+            if i.accept != IntrospectionFormat::Json && a.jwks_uri.is_none() && a.jwks_file.is_none() {
+                p.push((
+                    format!("{at}.accept"),
+                    "JWT introspection responses are verified: jwks_uri or jwks_file is required".into(),
+                ));
+            }
+        }
+        if a.cache.max_entries == 0 {
+            p.push((format!("{at}.cache.max_entries"), "must be at least 1".into()));
+        }
+    }
+
+    if let Some(s) = &c.token_signing {
+        file_exists(&mut p, "token_signing.key_file".into(), &s.key_file);
+    }
+
+    for (name, u) in &c.upstreams {
+        let at = format!("upstreams.{name}");
+        if u.peers.is_empty() {
+            p.push((format!("{at}.peers"), "at least one peer is required".into()));
+        }
+        for (j, peer) in u.peers.iter().enumerate() {
+            match peer.to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(_)) => {}
+                Ok(None) => p.push((format!("{at}.peers[{j}]"), format!("{peer:?} resolves to nothing"))),
+                Err(e) => p.push((format!("{at}.peers[{j}]"), format!("{peer:?} is not a resolvable host:port: {e}"))),
+            }
+        }
+    }
+
+    let mut route_names = HashSet::new();
+    for (i, r) in c.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if !route_names.insert(r.name.as_str()) {
+            p.push((format!("{at}.name"), format!("duplicate route name {:?}", r.name)));
+        }
+        if !c.upstreams.contains_key(&r.upstream) {
+            p.push((format!("{at}.upstream"), format!("unknown upstream {:?}", r.upstream)));
+        }
+        if !r.matches.path_prefix.starts_with('/') {
+            p.push((format!("{at}.match.path_prefix"), "must start with /".into()));
+        }
+        if let Some(ls) = &r.matches.listeners {
+            for (j, l) in ls.iter().enumerate() {
+                if !c.listeners.iter().any(|x| &x.name == l) {
+                    p.push((format!("{at}.match.listeners[{j}]"), format!("unknown listener {l:?}")));
+                }
+            }
+        }
+        validate_filters(&mut p, c, i, r);
+    }
+    p
+}
+
+fn check_url(p: &mut Problems, path: String, u: &str) {
+    if !(u.starts_with("http://") || u.starts_with("https://")) {
+        p.push((path, format!("{u:?} is not an http(s) URL")));
+    }
+}
+
+fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
+    let mut seen_cert = false;
+    let mut seen_token = false;
+    let mut kinds = HashSet::new();
+    for (j, f) in r.filters.iter().enumerate() {
+        let at = format!("routes[{i}].filters[{j}]");
+        if !kinds.insert(f.kind()) {
+            p.push((at.clone(), format!("route {:?}: {} appears twice", r.name, f.kind())));
+        }
+        match f {
+            FilterConfig::ClientCert(cc) => {
+                seen_cert = true;
+                if let Some(files) = &cc.ca_files {
+                    for (k, file) in files.iter().enumerate() {
+                        file_exists(p, format!("{at}.ca_files[{k}]"), file);
+                    }
+                }
+                for (k, file) in cc.revocation.crl_files.iter().enumerate() {
+                    file_exists(p, format!("{at}.revocation.crl_files[{k}]"), file);
+                }
+                if cc.revocation.mode == RevocationMode::Off
+                    && (!cc.revocation.crl_files.is_empty() || cc.revocation.fetch_distribution_points)
+                {
+                    p.push((format!("{at}.revocation.mode"), "CRLs are configured but mode is off".into()));
+                }
+                if cc.revocation.mode != RevocationMode::Off
+                    && cc.revocation.crl_files.is_empty()
+                    && !cc.revocation.fetch_distribution_points
+                {
+                    p.push((
+                        format!("{at}.revocation"),
+                        "revocation is on but there are no crl_files and fetch_distribution_points is false".into(),
+                    ));
+                }
+                for (k, id) in cc.identities.iter().enumerate() {
+                    if *id == Identity::default() {
+                        p.push((format!("{at}.identities[{k}]"), "an identity needs at least one field".into()));
+                    }
+                    for (field, v, len) in [
+                        ("thumbprint_sha256", &id.thumbprint_sha256, 64),
+                        ("thumbprint_sha1", &id.thumbprint_sha1, 40),
+                        ("issuer_thumbprint_sha256", &id.issuer_thumbprint_sha256, 64),
+                    ] {
+                        if let Some(v) = v {
+                            let hex: String = v.chars().filter(|c| *c != ':').collect();
+                            if hex.len() != len || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                                p.push((
+                                    format!("{at}.identities[{k}].{field}"),
+                                    format!("expected {len} hex digits (colons allowed)"),
+                                ));
+                            }
+                        }
+                    }
+                }
+                if cc.forward.format != CertForwardFormat::Pem && cc.forward.header.is_some() {
+                    p.push((format!("{at}.forward.header"), "only the pem format takes a header name".into()));
+                }
+            }
+            FilterConfig::PhantomToken(pt) => {
+                seen_token = true;
+                match c.authorization_servers.get(&pt.authorization_server) {
+                    None => p.push((
+                        format!("{at}.authorization_server"),
+                        format!("unknown authorization server {:?}", pt.authorization_server),
+                    )),
+                    Some(a) if a.introspection.is_none() => p.push((
+                        format!("{at}.authorization_server"),
+                        format!("{:?} has no introspection endpoint", pt.authorization_server),
+                    )),
+                    Some(a) => {
+                        let json = a.introspection.as_ref().is_some_and(|i| i.accept == IntrospectionFormat::Json);
+                        if pt.forward_jwt == ForwardJwt::AsIssued && json {
+                            p.push((
+                                format!("{at}.forward_jwt"),
+                                "a JSON introspection response has no JWT to forward: use signed_by_gatehouse".into(),
+                            ));
+                        }
+                    }
+                }
+                if pt.forward_jwt == ForwardJwt::SignedByGatehouse && c.token_signing.is_none() {
+                    p.push((format!("{at}.forward_jwt"), "signed_by_gatehouse needs token_signing".into()));
+                }
+            }
+            FilterConfig::Jwt(jf) => {
+                seen_token = true;
+                match c.authorization_servers.get(&jf.authorization_server) {
+                    None => p.push((
+                        format!("{at}.authorization_server"),
+                        format!("unknown authorization server {:?}", jf.authorization_server),
+                    )),
+                    Some(a) if a.jwks_uri.is_none() && a.jwks_file.is_none() => p.push((
+                        format!("{at}.authorization_server"),
+                        format!("{:?} has no jwks_uri or jwks_file", jf.authorization_server),
+                    )),
+                    Some(_) => {}
+                }
+            }
+            FilterConfig::CertBoundToken(cb) => {
+                if cb.mode != BindingMode::Off {
+                    if !seen_token {
+                        p.push((
+                            at.clone(),
+                            format!("route {:?}: cert_bound_token needs a token source (phantom_token or jwt) earlier in the chain", r.name),
+                        ));
+                    }
+                    if !seen_cert {
+                        p.push((
+                            at.clone(),
+                            format!("route {:?}: cert_bound_token needs client_cert earlier in the chain", r.name),
+                        ));
+                    }
+                }
+            }
+            FilterConfig::Claims(cl) => {
+                if !seen_token {
+                    p.push((
+                        at.clone(),
+                        format!("route {:?}: claims needs a token source (phantom_token or jwt) earlier in the chain", r.name),
+                    ));
+                }
+                for (claim, h) in &cl.to_headers {
+                    if http::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                        p.push((format!("{at}.to_headers.{claim}"), format!("{h:?} is not a valid header name")));
+                    }
+                }
+            }
+        }
+    }
+    if seen_cert {
+        let listener_off = c.listeners.iter().all(|l| {
+            l.tls.as_ref().is_none_or(|t| t.client_auth.mode == ClientCertMode::Off)
+        });
+        if listener_off {
+            p.push((
+                format!("routes[{i}]"),
+                format!("route {:?} checks client certificates but no listener requests them", r.name),
+            ));
+        }
+    }
+}

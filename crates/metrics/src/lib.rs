@@ -1,0 +1,196 @@
+//! Gatehouse's Prometheus metric families on an explicit [`Registry`] (never the global
+//! one), so every proxy instance — and every test — has its own.
+//!
+//! Label values are bounded: route and listener names from the config, filter kinds, fixed
+//! reason strings, status classes. Never tokens, subjects, client ids or paths.
+#![forbid(unsafe_code)]
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric family Gatehouse exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, status class (`2xx`…) and outcome (`allowed`, `rejected`, `error`).
+    pub requests: IntCounterVec,
+    /// End-to-end request duration by route and outcome.
+    pub request_duration: HistogramVec,
+    /// Time to the upstream's response header, by route.
+    pub upstream_duration: HistogramVec,
+    /// Upstream failures by route and kind (`connect`, `timeout`, `other`).
+    pub upstream_errors: IntCounterVec,
+    /// Rejections by route, filter and reason (every filter).
+    pub rejections: IntCounterVec,
+    /// Client-certificate rejections by route and reason.
+    pub client_cert_rejections: IntCounterVec,
+    /// Days until expiry of accepted client certificates, by issuer CN of a trusted CA.
+    pub client_cert_expiry_days: HistogramVec,
+    /// Soonest `notAfter` (Unix seconds) among accepted client certificates.
+    pub client_cert_soonest_expiry: IntGauge,
+    /// TLS handshakes completed by listener and client-certificate state.
+    pub tls_handshakes: IntCounterVec,
+    /// CRL loads/fetches by source and result.
+    pub crl_updates: IntCounterVec,
+    /// Introspection calls by result (`active`, `inactive`, `timeout`, `error`, `bad_response`).
+    pub introspection_requests: IntCounterVec,
+    /// Introspection call latency.
+    pub introspection_duration: Histogram,
+    /// Token cache lookups by result (`hit`, `miss`, `coalesced`, `negative_hit`, `stale`).
+    pub token_cache: IntCounterVec,
+    /// Entries in the token caches.
+    pub token_cache_entries: IntGaugeVec,
+    /// JWKS fetches by authorization server and result.
+    pub jwks_refreshes: IntCounterVec,
+    /// RFC 8705 binding failures by route and reason.
+    pub cert_binding_failures: IntCounterVec,
+    /// Config (re)loads by result.
+    pub config_reloads: IntCounterVec,
+    /// 1, labelled with the loaded config's SHA-256.
+    pub config_info: IntGaugeVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable_metric(name, e));
+    register(r, Box::new(c.clone()));
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .unwrap_or_else(|e| unreachable_metric(name, e));
+    register(r, Box::new(h.clone()));
+    h
+}
+
+fn register(r: &Registry, c: Box<dyn prometheus::core::Collector>) {
+    // Registration only fails for duplicate or malformed names: fixed at compile time here.
+    if let Err(e) = r.register(c) {
+        tracing_free_log(&format!("metric registration failed: {e}"));
+    }
+}
+
+fn tracing_free_log(msg: &str) {
+    eprintln!("gatehouse-metrics: {msg}");
+}
+
+#[allow(clippy::panic)]
+fn unreachable_metric<T>(name: &str, e: prometheus::Error) -> T {
+    // Names and label sets are literals in this file; a failure is a programming error
+    // caught by the unit test below, never by a request or a config file.
+    panic!("invalid metric {name}: {e}")
+}
+
+const LATENCY: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    /// Create every family on a fresh registry.
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let requests = counter(&r, "gatehouse_requests_total", "Requests by route, status class and outcome.", &["route", "status_class", "outcome"]);
+        let request_duration = histogram(&r, "gatehouse_request_duration_seconds", "Request duration from first byte to response end.", &["route", "outcome"], LATENCY.to_vec());
+        let upstream_duration = histogram(&r, "gatehouse_upstream_duration_seconds", "Time from sending the request upstream to its response header.", &["route"], LATENCY.to_vec());
+        let upstream_errors = counter(&r, "gatehouse_upstream_errors_total", "Upstream failures by route and kind.", &["route", "kind"]);
+        let rejections = counter(&r, "gatehouse_rejections_total", "Requests rejected by a filter.", &["route", "filter", "reason"]);
+        let client_cert_rejections = counter(&r, "gatehouse_client_cert_rejections_total", "Client-certificate rejections.", &["route", "reason"]);
+        let client_cert_expiry_days = histogram(&r, "gatehouse_client_cert_expiry_days", "Days until expiry of accepted client certificates, by issuer.", &["issuer"], vec![1.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0, 730.0]);
+        let client_cert_soonest_expiry = IntGauge::new("gatehouse_client_cert_soonest_expiry_timestamp_seconds", "Soonest notAfter among accepted client certificates.").unwrap_or_else(|e| unreachable_metric("soonest", e));
+        register(&r, Box::new(client_cert_soonest_expiry.clone()));
+        let tls_handshakes = counter(&r, "gatehouse_tls_handshakes_total", "Completed TLS handshakes by listener and client-certificate state.", &["listener", "client_cert"]);
+        let crl_updates = counter(&r, "gatehouse_crl_updates_total", "CRL loads and fetches by source and result.", &["source", "result"]);
+        let introspection_requests = counter(&r, "gatehouse_introspection_requests_total", "Introspection calls by result.", &["result"]);
+        let introspection_duration = Histogram::with_opts(HistogramOpts::new("gatehouse_introspection_duration_seconds", "Introspection call latency.").buckets(LATENCY.to_vec())).unwrap_or_else(|e| unreachable_metric("introspection", e));
+        register(&r, Box::new(introspection_duration.clone()));
+        let token_cache = counter(&r, "gatehouse_token_cache_total", "Token cache lookups by result.", &["result"]);
+        let token_cache_entries = IntGaugeVec::new(Opts::new("gatehouse_token_cache_entries", "Entries in the token cache."), &["authorization_server"]).unwrap_or_else(|e| unreachable_metric("entries", e));
+        register(&r, Box::new(token_cache_entries.clone()));
+        let jwks_refreshes = counter(&r, "gatehouse_jwks_refreshes_total", "JWKS fetches by authorization server and result.", &["authorization_server", "result"]);
+        let cert_binding_failures = counter(&r, "gatehouse_cert_binding_failures_total", "RFC 8705 certificate-binding failures.", &["route", "reason"]);
+        let config_reloads = counter(&r, "gatehouse_config_reloads_total", "Configuration loads by result.", &["result"]);
+        let config_info = IntGaugeVec::new(Opts::new("gatehouse_config_info", "The loaded configuration's SHA-256."), &["sha256"]).unwrap_or_else(|e| unreachable_metric("config_info", e));
+        register(&r, Box::new(config_info.clone()));
+        Self {
+            registry: r,
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_errors,
+            rejections,
+            client_cert_rejections,
+            client_cert_expiry_days,
+            client_cert_soonest_expiry,
+            tls_handshakes,
+            crl_updates,
+            introspection_requests,
+            introspection_duration,
+            token_cache,
+            token_cache_entries,
+            jwks_refreshes,
+            cert_binding_failures,
+            config_reloads,
+            config_info,
+        }
+    }
+
+    /// The registry (to add more collectors).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing_free_log(&format!("metrics encoding failed: {e}"));
+        }
+        out
+    }
+
+    /// Record the loaded config's hash as the only `gatehouse_config_info` series.
+    pub fn set_config_hash(&self, sha256: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[sha256]).set(1);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `2xx`, `4xx`, … for a status code.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_register_and_render() {
+        let m = Metrics::new();
+        m.requests.with_label_values(&["r", "2xx", "allowed"]).inc();
+        m.set_config_hash("abc");
+        m.set_config_hash("def");
+        let text = String::from_utf8(m.render()).unwrap_or_default();
+        assert!(text.contains("gatehouse_requests_total{outcome=\"allowed\",route=\"r\",status_class=\"2xx\"} 1"));
+        assert!(text.contains("gatehouse_config_info{sha256=\"def\"} 1"));
+        assert!(!text.contains("sha256=\"abc\""));
+        assert_eq!(m.registry().gather().len(), 4, "unlabelled families and the two with series");
+        assert_eq!(status_class(503), "5xx");
+    }
+}
