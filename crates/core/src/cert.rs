@@ -113,6 +113,49 @@ pub struct ClientCert {
     pub key_bits: u32,
     /// `true` for RSA keys (the weak-key policy applies its RSA minimum to them).
     pub key_is_rsa: bool,
+    /// Per-connection memo of route-specific verification results, so a route with its
+    /// own trust anchors or CRLs verifies once per connection (and store generation), not
+    /// once per request.
+    pub memo: VerdictMemo,
+}
+
+/// Result of a route-specific verification: `Ok(revocation_unknown)` or the failure.
+pub type RouteVerdict = Result<bool, CertFailure>;
+
+/// A small per-connection memo keyed by (policy id, policy generation).
+#[derive(Default)]
+pub struct VerdictMemo(std::sync::Mutex<Vec<(u64, u64, RouteVerdict)>>);
+
+impl VerdictMemo {
+    /// The memoized verdict for `(id, generation)`, computing it with `f` on a miss.
+    pub fn get_or(&self, id: u64, generation: u64, f: impl FnOnce() -> RouteVerdict) -> RouteVerdict {
+        if let Ok(m) = self.0.lock() {
+            if let Some((_, _, v)) = m.iter().find(|(i, g, _)| *i == id && *g == generation) {
+                return *v;
+            }
+        }
+        let v = f();
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(|(i, _, _)| *i != id);
+            // bounded: one entry per route policy
+            if m.len() < 64 {
+                m.push((id, generation, v));
+            }
+        }
+        v
+    }
+}
+
+impl Clone for VerdictMemo {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl std::fmt::Debug for VerdictMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VerdictMemo")
+    }
 }
 
 impl ClientCert {

@@ -17,7 +17,7 @@ mod cert;
 mod ctx;
 mod header;
 
-pub use cert::{CertFailure, ClientCert};
+pub use cert::{CertFailure, ClientCert, RouteVerdict, VerdictMemo};
 pub use ctx::{RequestCtx, TokenInfo, UpstreamHeaders};
 pub use header::{bearer_token, BearerError};
 
@@ -177,6 +177,13 @@ pub trait Filter: Send + Sync {
     /// Decide about this request. `req` is the downstream request head; filters record what
     /// they learned (certificate, token claims, headers for the upstream) in `ctx`.
     async fn check(&self, req: &http::request::Parts, ctx: &mut RequestCtx) -> Verdict;
+
+    /// Upstream request headers this filter sets. The chain removes every client-supplied
+    /// copy of them before forwarding, whether or not the filter sets them this time, so
+    /// nobody can spoof them.
+    fn owned_headers(&self) -> Vec<http::HeaderName> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,44 @@
+//! What the listener learns about a connection's client certificate, once per handshake.
+
+use crate::verify::TrustStore;
+use gatehouse_core::{CertFailure, ClientCert};
+use openssl::ssl::SslRef;
+use std::sync::Arc;
+
+/// Stored in Pingora's `SslDigest.extension` for every TLS connection that presented a
+/// client certificate.
+#[derive(Debug, Clone)]
+pub struct ConnCert {
+    /// The parsed leaf.
+    pub cert: Arc<ClientCert>,
+    /// The listener-level verification verdict (`None` = verified).
+    pub failure: Option<CertFailure>,
+}
+
+/// Inspect the peer certificate of a finished handshake: parse it and verify it against the
+/// listener's trust store. `None` when the client sent no certificate.
+pub fn inspect_peer(ssl: &SslRef, trust: &TrustStore) -> Option<ConnCert> {
+    let leaf = ssl.peer_certificate()?;
+    // server side: the chain the client sent, without the leaf
+    let chain: Vec<openssl::x509::X509> = ssl
+        .peer_cert_chain()
+        .map(|s| s.iter().map(|c| c.to_owned()).collect())
+        .unwrap_or_default();
+    let verdict = trust.verify(&leaf, &chain, 0);
+    let der = leaf.to_der().ok()?;
+    let chain_der: Vec<Vec<u8>> = chain.iter().filter_map(|c| c.to_der().ok()).collect();
+    let issuer = verdict.as_ref().ok().and_then(|v| v.issuer_der.clone());
+    match crate::parse::parse(&der, chain_der, issuer.as_deref()) {
+        Ok(cert) => Some(ConnCert {
+            cert: Arc::new(cert),
+            failure: verdict.err(),
+        }),
+        Err(_) => Some(ConnCert {
+            cert: Arc::new(ClientCert {
+                der,
+                ..Default::default()
+            }),
+            failure: Some(CertFailure::Invalid),
+        }),
+    }
+}

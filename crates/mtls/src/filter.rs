@@ -1,0 +1,245 @@
+//! The `client_cert` filter.
+
+use crate::forward::{forward_headers, CERT_HEADERS};
+use crate::identity::IdentityMatcher;
+use crate::verify::{load_pem_bundle, TrustError, TrustStore};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use gatehouse_config::{CertForward, CertForwardFormat, ClientCertFilter as Cfg, RevocationMode, RouteCertMode};
+use gatehouse_core::{CertFailure, Filter, Rejection, RequestCtx, Verdict};
+use gatehouse_metrics::Metrics;
+use http::HeaderName;
+use openssl::x509::X509;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Why the filter could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterBuildError {
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error("identities[{0}]: {1}")]
+    Identity(usize, String),
+    #[error("forward.header: {0}")]
+    Header(String),
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A route-specific trust store with the CRL files it watches.
+struct RouteTrust {
+    cas: Vec<X509>,
+    crl_files: Vec<String>,
+    max_depth: u32,
+    soft: bool,
+    store: ArcSwap<TrustStore>,
+    generation: AtomicU64,
+    mtimes: std::sync::Mutex<Vec<Option<SystemTime>>>,
+    last_check: AtomicI64,
+}
+
+impl RouteTrust {
+    /// Rebuild the store when a CRL file changed (checked at most every 2 s, on the request
+    /// path: one `stat` per file, no background task to manage).
+    fn refresh(&self, metrics: &Metrics) {
+        let now = unix_now();
+        let last = self.last_check.load(Ordering::Relaxed);
+        if now - last < 2
+            || self
+                .last_check
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let current = mtimes(&self.crl_files);
+        let changed = self.mtimes.lock().map(|m| *m != current).unwrap_or(false);
+        if !changed {
+            return;
+        }
+        match TrustStore::new(&self.cas, &self.crl_files, self.max_depth, self.soft) {
+            Ok(store) => {
+                self.store.store(Arc::new(store));
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                if let Ok(mut m) = self.mtimes.lock() {
+                    *m = current;
+                }
+                metrics.crl_updates.with_label_values(&["file", "reloaded"]).inc();
+                tracing::info!("client_cert: CRL files changed, trust store reloaded");
+            }
+            Err(e) => {
+                // keep the previous CRLs: fail closed on the known-revoked set
+                metrics.crl_updates.with_label_values(&["file", "error"]).inc();
+                tracing::warn!("client_cert: CRL reload failed, keeping the previous CRLs: {e}");
+            }
+        }
+    }
+}
+
+fn mtimes(files: &[String]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Verifies the connection's client certificate against the route's policy.
+pub struct ClientCertFilter {
+    id: u64,
+    mode: RouteCertMode,
+    identities: Vec<IdentityMatcher>,
+    require_eku: bool,
+    min_rsa_bits: Option<u32>,
+    skew_secs: i64,
+    route_trust: Option<RouteTrust>,
+    forward: CertForward,
+    pem_header: HeaderName,
+    metrics: Metrics,
+}
+
+impl ClientCertFilter {
+    /// Build from config. `listener_ca_files` are the CA bundles of the listeners, used
+    /// when the route needs its own verification (CRLs, skew) without its own `ca_files`.
+    pub fn new(cfg: &Cfg, listener_ca_files: &[String], listener_max_depth: u32, metrics: Metrics) -> Result<Self, FilterBuildError> {
+        let identities = cfg
+            .identities
+            .iter()
+            .enumerate()
+            .map(|(i, id)| IdentityMatcher::new(id).map_err(|e| FilterBuildError::Identity(i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let skew_secs = cfg.clock_skew.map(|d| d.0.as_secs() as i64).unwrap_or(0);
+        let revocation_on = cfg.revocation.mode != RevocationMode::Off;
+        let needs_own = cfg.ca_files.is_some() || revocation_on || skew_secs > 0 || cfg.max_depth.is_some();
+        let route_trust = if needs_own {
+            let files = cfg.ca_files.as_deref().unwrap_or(listener_ca_files);
+            let mut cas = Vec::new();
+            for f in files {
+                cas.extend(load_pem_bundle(f)?);
+            }
+            let crl_files = if revocation_on { cfg.revocation.crl_files.clone() } else { Vec::new() };
+            let max_depth = cfg.max_depth.unwrap_or(listener_max_depth);
+            let soft = cfg.revocation.mode == RevocationMode::Soft;
+            let store = TrustStore::new(&cas, &crl_files, max_depth, soft)?;
+            metrics.crl_updates.with_label_values(&["file", "loaded"]).inc_by(crl_files.len() as u64);
+            Some(RouteTrust {
+                mtimes: std::sync::Mutex::new(mtimes(&crl_files)),
+                cas,
+                crl_files,
+                max_depth,
+                soft,
+                store: ArcSwap::from_pointee(store),
+                generation: AtomicU64::new(0),
+                last_check: AtomicI64::new(unix_now()),
+            })
+        } else {
+            None
+        };
+        let pem_header = match (&cfg.forward.format, &cfg.forward.header) {
+            (CertForwardFormat::Pem, Some(h)) => HeaderName::from_bytes(h.as_bytes()).map_err(|e| FilterBuildError::Header(e.to_string()))?,
+            _ => HeaderName::from_static("x-ssl-client-cert"),
+        };
+        Ok(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            mode: cfg.mode,
+            identities,
+            require_eku: cfg.require_eku_client_auth,
+            min_rsa_bits: cfg.min_rsa_bits,
+            skew_secs,
+            route_trust,
+            forward: cfg.forward.clone(),
+            pem_header,
+            metrics,
+        })
+    }
+
+    fn reject(&self, ctx: &RequestCtx, f: CertFailure) -> Verdict {
+        self.metrics
+            .client_cert_rejections
+            .with_label_values(&[&ctx.route_name, f.reason()])
+            .inc();
+        Verdict::Reject(Rejection::forbidden(f.reason(), f.description()))
+    }
+
+    /// The verification verdict for this connection under this route's policy.
+    fn verify(&self, ctx: &RequestCtx) -> Result<(), CertFailure> {
+        let Some(cert) = &ctx.conn_cert else {
+            return Err(CertFailure::Missing);
+        };
+        let Some(rt) = &self.route_trust else {
+            return ctx.conn_cert_failure.map_or(Ok(()), Err);
+        };
+        rt.refresh(&self.metrics);
+        let generation = rt.generation.load(Ordering::Acquire);
+        let verdict = cert.memo.get_or(self.id, generation, || {
+            let leaf = X509::from_der(&cert.der).map_err(|_| CertFailure::Invalid)?;
+            let chain: Vec<X509> = cert.chain_der.iter().filter_map(|d| X509::from_der(d).ok()).collect();
+            rt.store.load().verify(&leaf, &chain, self.skew_secs).map(|v| v.revocation_unknown)
+        });
+        match verdict {
+            Ok(true) => {
+                self.metrics.crl_updates.with_label_values(&["check", "unknown_soft_pass"]).inc();
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(f) => Err(f),
+        }
+    }
+}
+
+#[async_trait]
+impl Filter for ClientCertFilter {
+    fn name(&self) -> &'static str {
+        "client_cert"
+    }
+
+    async fn check(&self, _req: &http::request::Parts, ctx: &mut RequestCtx) -> Verdict {
+        if ctx.conn_cert.is_none() && self.mode == RouteCertMode::Optional {
+            return Verdict::Continue;
+        }
+        if let Err(f) = self.verify(ctx) {
+            return self.reject(ctx, f);
+        }
+        let Some(cert) = ctx.conn_cert.clone() else {
+            return self.reject(ctx, CertFailure::Missing);
+        };
+        if self.require_eku && cert.eku_client_auth != Some(true) {
+            return self.reject(ctx, CertFailure::WrongKeyUsage);
+        }
+        if let Some(min) = self.min_rsa_bits {
+            if cert.key_is_rsa && cert.key_bits < min {
+                return self.reject(ctx, CertFailure::WeakKey);
+            }
+        }
+        if !self.identities.is_empty() && !self.identities.iter().any(|m| m.matches(&cert)) {
+            return self.reject(ctx, CertFailure::IdentityNotAllowed);
+        }
+        let days = (cert.not_after - unix_now()) as f64 / 86400.0;
+        let issuer_cn = crate::identity::parse_dn(&cert.issuer)
+            .ok()
+            .and_then(|dn| dn.into_iter().find(|(k, _)| k == "CN").map(|(_, v)| v))
+            .unwrap_or_else(|| "unknown".to_owned());
+        // the issuer is a trusted CA here, so the label set is bounded by the CA bundle
+        self.metrics.client_cert_expiry_days.with_label_values(&[&issuer_cn]).observe(days);
+        let soonest = &self.metrics.client_cert_soonest_expiry;
+        if soonest.get() == 0 || cert.not_after < soonest.get() {
+            soonest.set(cert.not_after);
+        }
+        forward_headers(&self.forward, &self.pem_header, &cert, &mut ctx.upstream_headers);
+        ctx.client_cert = Some(cert);
+        Verdict::Continue
+    }
+
+    fn owned_headers(&self) -> Vec<HeaderName> {
+        let mut v: Vec<HeaderName> = CERT_HEADERS.iter().map(|h| HeaderName::from_static(h)).collect();
+        v.push(self.pem_header.clone());
+        v
+    }
+}

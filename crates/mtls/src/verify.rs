@@ -1,0 +1,239 @@
+//! Chain verification with OpenSSL against a CA bundle, optionally with CRLs.
+//!
+//! The listener asks for a certificate but accepts any during the handshake (so a bad one
+//! gets an HTTP 403 with a reason instead of a bare TLS alert); the real verification is
+//! done here, right after the handshake, and again per route when a route has its own
+//! trust anchors or revocation policy.
+
+use gatehouse_core::CertFailure;
+use openssl::stack::Stack;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::{X509Crl, X509StoreContext, X509VerifyResult, X509};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Error building a trust store.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: no certificate found")]
+    Empty { path: String },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: openssl::error::ErrorStack,
+    },
+}
+
+/// Load every certificate of a PEM bundle.
+pub fn load_pem_bundle(path: &str) -> Result<Vec<X509>, TrustError> {
+    let bytes = std::fs::read(path).map_err(|source| TrustError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let certs = X509::stack_from_pem(&bytes).map_err(|source| TrustError::Parse {
+        path: path.to_owned(),
+        source,
+    })?;
+    if certs.is_empty() {
+        return Err(TrustError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Load a CRL file, PEM or DER.
+pub fn load_crl(path: &str) -> Result<X509Crl, TrustError> {
+    let bytes = std::fs::read(path).map_err(|source| TrustError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    X509Crl::from_pem(&bytes)
+        .or_else(|_| X509Crl::from_der(&bytes))
+        .map_err(|source| TrustError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Trust anchors, CRLs and limits for one verification policy.
+pub struct TrustStore {
+    store: X509Store,
+    /// Store without CRLs, for `soft` revocation when a CRL is missing.
+    store_no_crl: Option<X509Store>,
+    max_depth: u32,
+    soft_revocation: bool,
+}
+
+/// What verification established.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// DER of the certificate that issued the leaf.
+    pub issuer_der: Option<Vec<u8>>,
+    /// A CRL was missing and `soft` revocation let the certificate pass.
+    pub revocation_unknown: bool,
+}
+
+fn build_store(cas: &[X509], crl_files: &[String]) -> Result<X509Store, TrustError> {
+    let err = |source| TrustError::Parse {
+        path: "trust store".to_owned(),
+        source,
+    };
+    let mut b = X509StoreBuilder::new().map_err(err)?;
+    for ca in cas {
+        b.add_cert(ca.clone()).map_err(err)?;
+    }
+    if !crl_files.is_empty() {
+        let lookup = b
+            .add_lookup(openssl::x509::store::X509Lookup::file())
+            .map_err(err)?;
+        for path in crl_files {
+            // parse first for a precise error; the lookup then loads it into the store
+            let der_or_pem = std::fs::read(path).map_err(|source| TrustError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let kind = if X509Crl::from_pem(&der_or_pem).is_ok() {
+                openssl::ssl::SslFiletype::PEM
+            } else {
+                load_crl(path)?;
+                openssl::ssl::SslFiletype::ASN1
+            };
+            lookup
+                .load_crl_file(path, kind)
+                .map_err(|source| TrustError::Parse {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        b.set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
+            .map_err(err)?;
+    }
+    Ok(b.build())
+}
+
+impl TrustStore {
+    /// A store over `cas` and the CRLs in `crl_files` (PEM or DER). `soft_revocation`: a missing CRL does not fail.
+    pub fn new(
+        cas: &[X509],
+        crl_files: &[String],
+        max_depth: u32,
+        soft_revocation: bool,
+    ) -> Result<Self, TrustError> {
+        Ok(Self {
+            store: build_store(cas, crl_files)?,
+            store_no_crl: if crl_files.is_empty() || !soft_revocation {
+                None
+            } else {
+                Some(build_store(cas, &[])?)
+            },
+            max_depth,
+            soft_revocation,
+        })
+    }
+
+    /// Verify `leaf` with the intermediates the client sent. `skew_secs` widens the leaf's
+    /// validity window on both sides.
+    pub fn verify(&self, leaf: &X509, chain: &[X509], skew_secs: i64) -> Result<Verified, CertFailure> {
+        match self.verify_with(&self.store, leaf, chain, skew_secs) {
+            Err(CertFailure::RevocationUnknown) if self.soft_revocation => {
+                let store = self.store_no_crl.as_ref().unwrap_or(&self.store);
+                self.verify_with(store, leaf, chain, skew_secs).map(|v| Verified {
+                    revocation_unknown: true,
+                    ..v
+                })
+            }
+            other => other,
+        }
+    }
+
+    fn verify_with(
+        &self,
+        store: &X509Store,
+        leaf: &X509,
+        chain: &[X509],
+        skew_secs: i64,
+    ) -> Result<Verified, CertFailure> {
+        let fail = |_| CertFailure::Invalid;
+        let mut stack = Stack::new().map_err(fail)?;
+        for c in chain {
+            stack.push(c.clone()).map_err(fail)?;
+        }
+        let mut ctx = X509StoreContext::new().map_err(fail)?;
+        let (ok, err, depth, issuer_der, chain_len) = ctx
+            .init(store, leaf, &stack, |c| {
+                let ok = c.verify_cert()?;
+                let chain = c.chain();
+                let issuer = chain.and_then(|ch| ch.get(1)).and_then(|i| i.to_der().ok());
+                let len = chain.map(|ch| ch.len()).unwrap_or(0);
+                Ok((ok, c.error(), c.error_depth(), issuer, len))
+            })
+            .map_err(fail)?;
+        if !ok {
+            // OpenSSL checks each certificate's time after its signature, walking from the
+            // anchor down to the leaf, and after revocation: a time error at depth 0 means
+            // everything else passed, so the skew only ever relaxes the leaf's own dates.
+            let within_skew = skew_secs > 0
+                && depth == 0
+                && is_time_error(err)
+                && validity(leaf).is_some_and(|(nb, na)| {
+                    let now = unix_now();
+                    now + skew_secs >= nb && now - skew_secs <= na
+                });
+            if !within_skew {
+                return Err(map_error(err));
+            }
+        }
+        // the verified chain holds leaf and anchor; what lies between are intermediates
+        if chain_len >= 2 && (chain_len as u32 - 2) > self.max_depth {
+            return Err(CertFailure::ChainTooLong);
+        }
+        Ok(Verified {
+            issuer_der,
+            revocation_unknown: false,
+        })
+    }
+}
+
+fn is_time_error(e: X509VerifyResult) -> bool {
+    matches!(e.as_raw(), 9 | 10) // X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
+}
+
+fn validity(c: &X509) -> Option<(i64, i64)> {
+    let der = c.to_der().ok()?;
+    let (_, x) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some((x.validity().not_before.timestamp(), x.validity().not_after.timestamp()))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// OpenSSL `X509_V_ERR_*` → our reason.
+fn map_error(e: X509VerifyResult) -> CertFailure {
+    match e.as_raw() {
+        9 => CertFailure::NotYetValid,
+        10 => CertFailure::Expired,
+        // UNABLE_TO_GET_ISSUER_CERT(2), UNABLE_TO_GET_ISSUER_CERT_LOCALLY(20),
+        // UNABLE_TO_VERIFY_LEAF_SIGNATURE(21), DEPTH_ZERO_SELF_SIGNED(18),
+        // SELF_SIGNED_CERT_IN_CHAIN(19), CERT_UNTRUSTED(27)
+        2 | 18 | 19 | 20 | 21 | 27 => CertFailure::UnknownCa,
+        // UNABLE_TO_GET_CRL(3), CRL_NOT_YET_VALID(11), CRL_HAS_EXPIRED(12)
+        3 | 11 | 12 => CertFailure::RevocationUnknown,
+        23 => CertFailure::Revoked,
+        // INVALID_CA(24), PATH_LENGTH_EXCEEDED(25), INVALID_PURPOSE(26) on a CA, KEYUSAGE_NO_CERTSIGN(32)
+        24 | 32 => CertFailure::InvalidCa,
+        25 | 22 => CertFailure::ChainTooLong, // 22 = CERT_CHAIN_TOO_LONG
+        // CERT_SIGNATURE_FAILURE(7), CRL_SIGNATURE_FAILURE(8)
+        7 | 8 => CertFailure::BadSignature,
+        _ => CertFailure::Invalid,
+    }
+}
