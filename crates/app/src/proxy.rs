@@ -1,0 +1,305 @@
+//! The chain: one `ProxyHttp` implementation that runs each route's filters in Pingora's
+//! request phases and is the only place that writes rejection responses.
+//!
+//! ```text
+//! request_filter ─ route match ─ listener cert policy ─ filters[0..n] ─┐
+//!        │ Reject: JSON 4xx/5xx written here, Ok(true)                  │ Continue
+//! upstream_peer ◀───────────────────────────────────────────────────────┘
+//!        │ round-robin peer, timeouts
+//! upstream_request_filter ─ strip owned headers, add ctx headers
+//!        │
+//! fail_to_proxy (upstream down/slow: 502/504 JSON) · logging (metrics, access log)
+//! ```
+
+use crate::access_log::AccessLog;
+use crate::runtime::{RouteRt, Runtime};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use gatehouse_config::ClientCertMode;
+use gatehouse_core::{CertFailure, Rejection, RequestCtx, Verdict};
+use gatehouse_metrics::{status_class, Metrics};
+use gatehouse_mtls::ConnCert;
+use http::StatusCode;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Per-request context: the filters' shared [`RequestCtx`] plus the route it matched.
+pub struct Ctx {
+    pub req: RequestCtx,
+    runtime: Option<Arc<Runtime>>,
+    route: Option<usize>,
+    status: u16,
+    upstream_started: Option<Instant>,
+}
+
+impl Ctx {
+    fn route(&self) -> Option<&RouteRt> {
+        self.runtime.as_ref()?.routes.get(self.route?)
+    }
+}
+
+/// The Gatehouse proxy.
+pub struct Chain {
+    runtime: Arc<ArcSwap<Runtime>>,
+    metrics: Metrics,
+    access_log: AccessLog,
+}
+
+impl Chain {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, metrics: Metrics, access_log: AccessLog) -> Self {
+        Self {
+            runtime,
+            metrics,
+            access_log,
+        }
+    }
+
+    async fn respond(&self, session: &mut Session, ctx: &mut Ctx, filter: &'static str, r: Rejection) -> Result<bool> {
+        let body = r.body();
+        let mut resp = ResponseHeader::build(r.status, Some(4))?;
+        resp.insert_header("content-type", "application/json")?;
+        resp.insert_header("content-length", body.len().to_string())?;
+        resp.insert_header("cache-control", "no-store")?;
+        if let Some(w) = &r.www_authenticate {
+            resp.insert_header("www-authenticate", w.as_str())?;
+        }
+        self.metrics
+            .rejections
+            .with_label_values(&[&ctx.req.route_name, filter, r.reason])
+            .inc();
+        ctx.status = r.status.as_u16();
+        ctx.req.rejected_by = Some((filter, r));
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(Bytes::from(body)), true).await?;
+        Ok(true)
+    }
+}
+
+fn conn_cert(session: &Session) -> Option<&ConnCert> {
+    session
+        .digest()?
+        .ssl_digest
+        .as_ref()?
+        .extension
+        .get::<ConnCert>()
+}
+
+fn host_of(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+#[async_trait]
+impl ProxyHttp for Chain {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            req: RequestCtx {
+                started: Some(Instant::now()),
+                ..Default::default()
+            },
+            runtime: None,
+            route: None,
+            status: 0,
+            upstream_started: None,
+        }
+    }
+
+    /// Runs the route's filters; a rejection is answered here and ends the request.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let rt = self.runtime.load_full();
+        let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+        let listener = rt.listener(local).cloned();
+        let path = session.req_header().uri.path().to_owned();
+        let found = rt
+            .route(listener.as_ref().map(|l| &*l.name), host_of(session.req_header()), &path)
+            .map(|(i, r)| (i, r.name.clone()));
+        ctx.runtime = Some(rt.clone());
+        let Some((idx, name)) = found else {
+            ctx.req.route_name = "none".into();
+            let r = Rejection::new(StatusCode::NOT_FOUND, "no_route", "no route matches this request");
+            return self.respond(session, ctx, "router", r).await;
+        };
+        ctx.route = Some(idx);
+        ctx.req.route = Some(idx);
+        ctx.req.route_name = name;
+
+        if let Some(c) = conn_cert(session) {
+            ctx.req.conn_cert = Some(c.cert.clone());
+            ctx.req.conn_cert_failure = c.failure;
+        }
+        // The listener's own policy applies to every route behind it.
+        let mode = listener.map(|l| l.client_cert).unwrap_or(ClientCertMode::Off);
+        let failure = match (mode, &ctx.req.conn_cert, ctx.req.conn_cert_failure) {
+            (ClientCertMode::Required, None, _) => Some(CertFailure::Missing),
+            (ClientCertMode::Required | ClientCertMode::Optional, Some(_), Some(f)) => Some(f),
+            _ => None,
+        };
+        if let Some(f) = failure {
+            self.metrics
+                .client_cert_rejections
+                .with_label_values(&[&ctx.req.route_name, f.reason()])
+                .inc();
+            return self
+                .respond(session, ctx, "listener", Rejection::forbidden(f.reason(), f.description()))
+                .await;
+        }
+
+        let Some(route) = rt.routes.get(idx) else {
+            return Ok(false);
+        };
+        let mut rejected = None;
+        {
+            let parts: &http::request::Parts = session.req_header();
+            for f in &route.filters {
+                if let Verdict::Reject(r) = f.check(parts, &mut ctx.req).await {
+                    rejected = Some((f.name(), r));
+                    break;
+                }
+            }
+        }
+        match rejected {
+            Some((name, r)) => self.respond(session, ctx, name, r).await,
+            None => Ok(false),
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route() else {
+            return Error::e_explain(ErrorType::InternalError, "no route");
+        };
+        let up = &route.upstream;
+        let Some(addr) = up.pick() else {
+            return Error::e_explain(ErrorType::ConnectNoRoute, "upstream has no peers");
+        };
+        let (tls, sni) = match &up.tls {
+            Some((sni, _)) => (true, sni.clone()),
+            None => (false, String::new()),
+        };
+        let mut peer = HttpPeer::new(addr, tls, sni);
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.total_connection_timeout = Some(up.connect_timeout);
+        peer.options.read_timeout = Some(up.read_timeout);
+        peer.options.write_timeout = Some(up.read_timeout);
+        if let Some((_, verify)) = &up.tls {
+            peer.options.verify_cert = *verify;
+            peer.options.verify_hostname = *verify;
+        }
+        ctx.req.upstream_addr = Some(addr);
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    /// Removes every header Gatehouse owns from the client's request, then adds the ones
+    /// the filters produced.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(route) = ctx.route() {
+            for h in &route.owned_headers {
+                upstream.remove_header(h);
+            }
+        }
+        for (name, value) in ctx.req.upstream_headers.drain(..) {
+            upstream.append_header(name, value)?;
+        }
+        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+        if let Some(ip) = client_ip {
+            // we are the edge: whatever the client claims is replaced
+            upstream.insert_header("x-forwarded-for", ip)?;
+        }
+        let proto = if session.digest().is_some_and(|d| d.ssl_digest.is_some()) { "https" } else { "http" };
+        upstream.insert_header("x-forwarded-proto", proto)?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(t) = ctx.upstream_started.take() {
+            self.metrics
+                .upstream_duration
+                .with_label_values(&[&ctx.req.route_name])
+                .observe(t.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// Upstream unreachable or slow: a JSON 502/504, never a hang.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let (status, reason, kind, text) = match e.etype() {
+            ErrorType::ConnectTimedout => (504, "upstream_timeout", "connect_timeout", "the upstream did not accept the connection in time"),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => (504, "upstream_timeout", "timeout", "the upstream did not answer in time"),
+            ErrorType::HTTPStatus(code) => (*code, "bad_request", "none", "the request could not be processed"),
+            _ => match e.esource() {
+                ErrorSource::Upstream => (502, "upstream_unavailable", "connect", "the upstream is unavailable"),
+                ErrorSource::Downstream => (400, "bad_request", "none", "the request could not be read"),
+                _ => (500, "internal_error", "none", "internal error"),
+            },
+        };
+        if status >= 502 {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[&ctx.req.route_name, kind])
+                .inc();
+        }
+        let downstream_gone = matches!(e.etype(), ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed)
+            && e.esource() == &ErrorSource::Downstream;
+        if !downstream_gone && session.response_written().is_none() {
+            let status_code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let r = Rejection::new(status_code, reason, text);
+            let body = r.body();
+            if let Ok(mut resp) = ResponseHeader::build(status_code, Some(3)) {
+                let _ = resp.insert_header("content-type", "application/json");
+                let _ = resp.insert_header("content-length", body.len().to_string());
+                if session.write_response_header(Box::new(resp), false).await.is_ok() {
+                    let _ = session.write_response_body(Some(Bytes::from(body)), true).await;
+                }
+            }
+            ctx.status = status;
+        }
+        FailToProxy {
+            error_code: if downstream_gone { 0 } else { status },
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(ctx.status);
+        let outcome = if ctx.req.rejected_by.is_some() {
+            "rejected"
+        } else if e.is_some() || status >= 500 {
+            "error"
+        } else {
+            "allowed"
+        };
+        let route = if ctx.req.route_name.is_empty() { "none" } else { &*ctx.req.route_name };
+        self.metrics
+            .requests
+            .with_label_values(&[route, status_class(status), outcome])
+            .inc();
+        let elapsed = ctx.req.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        self.metrics
+            .request_duration
+            .with_label_values(&[route, outcome])
+            .observe(elapsed);
+        self.access_log.write(session, &ctx.req, status, elapsed);
+    }
+}

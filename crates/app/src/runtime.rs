@@ -1,0 +1,195 @@
+//! The internal model: what the request path needs, built once from a validated config
+//! (River's external → internal split). Swapped atomically on reload.
+
+use crate::BuildError;
+use gatehouse_config::{ClientCertMode, Config};
+use gatehouse_core::Filter;
+use gatehouse_metrics::Metrics;
+use http::HeaderName;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A pool of upstream peers, chosen round-robin.
+pub struct UpstreamRt {
+    pub peers: Vec<SocketAddr>,
+    next: AtomicUsize,
+    /// `Some(sni, verify)` for TLS to the upstream.
+    pub tls: Option<(String, bool)>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl UpstreamRt {
+    /// The next peer in round-robin order.
+    pub fn pick(&self) -> Option<SocketAddr> {
+        if self.peers.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len();
+        self.peers.get(i).copied()
+    }
+}
+
+/// A route ready to serve.
+pub struct RouteRt {
+    pub name: Arc<str>,
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub listeners: Option<Vec<String>>,
+    pub upstream: Arc<UpstreamRt>,
+    pub filters: Vec<Box<dyn Filter>>,
+    /// Every header a filter of this route (or the chain) sets upstream: stripped from the
+    /// client's request first.
+    pub owned_headers: Vec<HeaderName>,
+}
+
+/// A listener's client-certificate policy, as the chain enforces it.
+#[derive(Debug, Clone)]
+pub struct ListenerRt {
+    pub name: Arc<str>,
+    pub addr: SocketAddr,
+    pub client_cert: ClientCertMode,
+}
+
+/// Everything the proxy needs per request.
+pub struct Runtime {
+    pub routes: Vec<RouteRt>,
+    pub listeners: Vec<ListenerRt>,
+    pub max_authorization_header: usize,
+}
+
+/// Headers that are always removed from client requests: a client must never be able to
+/// pose as Gatehouse towards the upstream.
+pub const ALWAYS_STRIPPED: &[&str] = &[
+    "client-cert",
+    "client-cert-chain",
+    "x-forwarded-client-cert",
+    "x-ssl-client-cert",
+    "x-gatehouse-route",
+];
+
+impl Runtime {
+    /// Build from a validated config.
+    pub fn build(c: &Config, metrics: &Metrics, filters: &crate::FilterFactory) -> Result<Self, BuildError> {
+        let mut upstreams = std::collections::BTreeMap::new();
+        for (name, u) in &c.upstreams {
+            let mut peers = Vec::new();
+            for p in &u.peers {
+                let addr = p
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| BuildError::Config(format!("upstreams.{name}: cannot resolve {p}")))?;
+                peers.push(addr);
+            }
+            upstreams.insert(
+                name.clone(),
+                Arc::new(UpstreamRt {
+                    peers,
+                    next: AtomicUsize::new(0),
+                    tls: u.tls.as_ref().map(|t| (t.sni.clone(), t.verify)),
+                    connect_timeout: u.connect_timeout.0,
+                    read_timeout: u.read_timeout.0,
+                }),
+            );
+        }
+        let listeners: Vec<ListenerRt> = c
+            .listeners
+            .iter()
+            .map(|l| ListenerRt {
+                name: l.name.as_str().into(),
+                addr: l.listen,
+                client_cert: l.tls.as_ref().map(|t| t.client_auth.mode).unwrap_or(ClientCertMode::Off),
+            })
+            .collect();
+        let mut routes = Vec::new();
+        for (i, r) in c.routes.iter().enumerate() {
+            let upstream = upstreams
+                .get(&r.upstream)
+                .cloned()
+                .ok_or_else(|| BuildError::Config(format!("routes[{i}]: unknown upstream {}", r.upstream)))?;
+            let mut built: Vec<Box<dyn Filter>> = Vec::new();
+            for (j, f) in r.filters.iter().enumerate() {
+                built.push(
+                    filters
+                        .build(c, f, metrics)
+                        .map_err(|e| BuildError::Config(format!("routes[{i}].filters[{j}] ({}): {e}", f.kind())))?,
+                );
+            }
+            let mut owned: Vec<HeaderName> = ALWAYS_STRIPPED.iter().map(|h| HeaderName::from_static(h)).collect();
+            for f in &built {
+                for h in f.owned_headers() {
+                    if !owned.contains(&h) {
+                        owned.push(h);
+                    }
+                }
+            }
+            routes.push(RouteRt {
+                name: r.name.as_str().into(),
+                host: r.matches.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                path_prefix: r.matches.path_prefix.clone(),
+                listeners: r.matches.listeners.clone(),
+                upstream,
+                filters: built,
+                owned_headers: owned,
+            });
+        }
+        // most specific first: routes with a host, then longer prefixes
+        routes.sort_by(|a, b| {
+            b.host
+                .is_some()
+                .cmp(&a.host.is_some())
+                .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
+        });
+        Ok(Self {
+            routes,
+            listeners,
+            max_authorization_header: c.server.max_authorization_header,
+        })
+    }
+
+    /// The listener bound to `local`, if any.
+    pub fn listener(&self, local: Option<SocketAddr>) -> Option<&ListenerRt> {
+        let local = local?;
+        self.listeners
+            .iter()
+            .find(|l| l.addr == local || (l.addr.ip().is_unspecified() && l.addr.port() == local.port()))
+    }
+
+    /// The route for a request.
+    pub fn route(&self, listener: Option<&str>, host: Option<&str>, path: &str) -> Option<(usize, &RouteRt)> {
+        let host = host.map(|h| strip_port(h).to_ascii_lowercase());
+        self.routes.iter().enumerate().find(|(_, r)| {
+            r.listeners
+                .as_ref()
+                .is_none_or(|ls| listener.is_some_and(|l| ls.iter().any(|x| x == l)))
+                && r.host.as_ref().is_none_or(|h| host.as_deref() == Some(h.as_str()))
+                && path.starts_with(&r.path_prefix)
+        })
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.split_once(']').map(|(h, _)| &host[..h.len() + 1]).unwrap_or(host);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_is_ignored() {
+        assert_eq!(strip_port("api.example.com:8443"), "api.example.com");
+        assert_eq!(strip_port("api.example.com"), "api.example.com");
+        assert_eq!(strip_port("[::1]:8443"), "[::1]");
+    }
+}
