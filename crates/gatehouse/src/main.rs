@@ -1,1 +1,87 @@
-fn main() {}
+//! `gatehouse` — the command line: `run`, `check`, `demo`.
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// EX_USAGE (sysexits.h): the configuration is wrong.
+const EX_USAGE: u8 = 64;
+/// EX_SOFTWARE: the configuration validated but could not be started.
+const EX_SOFTWARE: u8 = 70;
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "mTLS + phantom-token edge proxy for B2B APIs")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the proxy with a configuration file.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file: prints every problem, exits 64 on error, 0 if valid.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run the demo: dev PKI, echo upstream and the proxy on fixed loopback ports.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Check { config } => match gatehouse_config::load_file(&config) {
+            Ok(loaded) => match gatehouse_app::Gatehouse::build(&loaded) {
+                Ok(_) => {
+                    println!("{}: ok", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    ExitCode::from(EX_USAGE)
+                }
+            },
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{}: {e}", config.display());
+                }
+                ExitCode::from(EX_USAGE)
+            }
+        },
+        Cmd::Run { config } => {
+            let loaded = match gatehouse_config::load_file(&config) {
+                Ok(l) => l,
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("{}: {e}", config.display());
+                    }
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            match gatehouse_app::Gatehouse::build(&loaded) {
+                Ok(g) => {
+                    g.run(None);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    ExitCode::from(EX_SOFTWARE)
+                }
+            }
+        }
+        Cmd::Demo(args) => demo::run(args),
+    }
+}
