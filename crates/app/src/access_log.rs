@@ -20,7 +20,10 @@ impl AccessLog {
             None | Some("stdout") => Self::Stdout,
             Some("off") => Self::Off,
             Some(path) => Self::File(Arc::new(Mutex::new(
-                std::fs::OpenOptions::new().create(true).append(true).open(path)?,
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
             ))),
         })
     }

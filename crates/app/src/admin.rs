@@ -41,12 +41,14 @@ pub struct Admin {
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut r = Response::new(body);
-    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
     let len = r.body().len();
-    r.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
     r
 }
 
@@ -57,12 +59,24 @@ impl ServeHttp for Admin {
             "/healthz" => reply(200, "text/plain", b"ok\n".to_vec()),
             "/readyz" if self.ready.is_ready() => reply(200, "text/plain", b"ready\n".to_vec()),
             "/readyz" => reply(503, "text/plain", b"not ready\n".to_vec()),
-            "/metrics" => reply(200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render()),
+            "/metrics" => reply(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
+            ),
             "/jwks" => match &self.jwks {
                 Some(j) => reply(200, "application/jwk-set+json", j.as_bytes().to_vec()),
-                None => reply(404, "application/json", br#"{"error":"not_found"}"#.to_vec()),
+                None => reply(
+                    404,
+                    "application/json",
+                    br#"{"error":"not_found"}"#.to_vec(),
+                ),
             },
-            _ => reply(404, "application/json", br#"{"error":"not_found"}"#.to_vec()),
+            _ => reply(
+                404,
+                "application/json",
+                br#"{"error":"not_found"}"#.to_vec(),
+            ),
         }
     }
 }

@@ -59,7 +59,12 @@ impl FilterFactory {
     }
 
     /// One filter instance for one route.
-    pub fn build(&self, _c: &Config, f: &FilterConfig, metrics: &Metrics) -> Result<Box<dyn Filter>, String> {
+    pub fn build(
+        &self,
+        _c: &Config,
+        f: &FilterConfig,
+        metrics: &Metrics,
+    ) -> Result<Box<dyn Filter>, String> {
         match f {
             FilterConfig::ClientCert(cfg) => gatehouse_mtls::ClientCertFilter::new(
                 cfg,
@@ -69,7 +74,10 @@ impl FilterFactory {
             )
             .map(|f| Box::new(f) as Box<dyn Filter>)
             .map_err(|e| e.to_string()),
-            other => Err(format!("the {} filter is not available in this build", other.kind())),
+            other => Err(format!(
+                "the {} filter is not available in this build",
+                other.kind()
+            )),
         }
     }
 }
@@ -90,7 +98,9 @@ impl Gatehouse {
         metrics.set_config_hash(&loaded.hash);
         metrics.config_reloads.with_label_values(&["success"]).inc();
         let factory = FilterFactory::new(c);
-        let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(c, &metrics, &factory)?));
+        let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(
+            c, &metrics, &factory,
+        )?));
 
         let mut conf = ServerConf {
             threads: c.server.threads,
@@ -109,7 +119,11 @@ impl Gatehouse {
         let access_log = access_log::AccessLog::open(c.log.access_log.as_deref())
             .map_err(|e| BuildError::AccessLog(e.to_string()))?;
         let chain = Chain::new(runtime.clone(), metrics.clone(), access_log);
-        let mut proxy = pingora_proxy::http_proxy_service_with_name(&server.configuration, chain, "gatehouse proxy");
+        let mut proxy = pingora_proxy::http_proxy_service_with_name(
+            &server.configuration,
+            chain,
+            "gatehouse proxy",
+        );
         for l in &c.listeners {
             let addr = l.listen.to_string();
             match &l.tls {
@@ -151,3 +165,7 @@ impl Gatehouse {
         self.server.run(args);
     }
 }
+
+/// Re-export of Pingora's shutdown-signal trait, for embedding Gatehouse with a shutdown
+/// you control (tests).
+pub use pingora_core::server::ShutdownSignalWatch as ShutdownSignalWatchExt;

@@ -59,7 +59,13 @@ impl Chain {
         }
     }
 
-    async fn respond(&self, session: &mut Session, ctx: &mut Ctx, filter: &'static str, r: Rejection) -> Result<bool> {
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        filter: &'static str,
+        r: Rejection,
+    ) -> Result<bool> {
         let body = r.body();
         let mut resp = ResponseHeader::build(r.status, Some(4))?;
         resp.insert_header("content-type", "application/json")?;
@@ -75,7 +81,9 @@ impl Chain {
         ctx.status = r.status.as_u16();
         ctx.req.rejected_by = Some((filter, r));
         session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(Bytes::from(body)), true).await?;
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
         Ok(true)
     }
 }
@@ -120,12 +128,20 @@ impl ProxyHttp for Chain {
         let listener = rt.listener(local).cloned();
         let path = session.req_header().uri.path().to_owned();
         let found = rt
-            .route(listener.as_ref().map(|l| &*l.name), host_of(session.req_header()), &path)
+            .route(
+                listener.as_ref().map(|l| &*l.name),
+                host_of(session.req_header()),
+                &path,
+            )
             .map(|(i, r)| (i, r.name.clone()));
         ctx.runtime = Some(rt.clone());
         let Some((idx, name)) = found else {
             ctx.req.route_name = "none".into();
-            let r = Rejection::new(StatusCode::NOT_FOUND, "no_route", "no route matches this request");
+            let r = Rejection::new(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no route matches this request",
+            );
             return self.respond(session, ctx, "router", r).await;
         };
         ctx.route = Some(idx);
@@ -137,7 +153,9 @@ impl ProxyHttp for Chain {
             ctx.req.conn_cert_failure = c.failure;
         }
         // The listener's own policy applies to every route behind it.
-        let mode = listener.map(|l| l.client_cert).unwrap_or(ClientCertMode::Off);
+        let mode = listener
+            .map(|l| l.client_cert)
+            .unwrap_or(ClientCertMode::Off);
         let failure = match (mode, &ctx.req.conn_cert, ctx.req.conn_cert_failure) {
             (ClientCertMode::Required, None, _) => Some(CertFailure::Missing),
             (ClientCertMode::Required | ClientCertMode::Optional, Some(_), Some(f)) => Some(f),
@@ -149,7 +167,12 @@ impl ProxyHttp for Chain {
                 .with_label_values(&[&ctx.req.route_name, f.reason()])
                 .inc();
             return self
-                .respond(session, ctx, "listener", Rejection::forbidden(f.reason(), f.description()))
+                .respond(
+                    session,
+                    ctx,
+                    "listener",
+                    Rejection::forbidden(f.reason(), f.description()),
+                )
                 .await;
         }
 
@@ -214,12 +237,19 @@ impl ProxyHttp for Chain {
         for (name, value) in ctx.req.upstream_headers.drain(..) {
             upstream.append_header(name, value)?;
         }
-        let client_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string());
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string());
         if let Some(ip) = client_ip {
             // we are the edge: whatever the client claims is replaced
             upstream.insert_header("x-forwarded-for", ip)?;
         }
-        let proto = if session.digest().is_some_and(|d| d.ssl_digest.is_some()) { "https" } else { "http" };
+        let proto = if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+            "https"
+        } else {
+            "http"
+        };
         upstream.insert_header("x-forwarded-proto", proto)?;
         Ok(())
     }
@@ -242,12 +272,34 @@ impl ProxyHttp for Chain {
     /// Upstream unreachable or slow: a JSON 502/504, never a hang.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let (status, reason, kind, text) = match e.etype() {
-            ErrorType::ConnectTimedout => (504, "upstream_timeout", "connect_timeout", "the upstream did not accept the connection in time"),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout => (504, "upstream_timeout", "timeout", "the upstream did not answer in time"),
-            ErrorType::HTTPStatus(code) => (*code, "bad_request", "none", "the request could not be processed"),
+            ErrorType::ConnectTimedout => (
+                504,
+                "upstream_timeout",
+                "connect_timeout",
+                "the upstream did not accept the connection in time",
+            ),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => (
+                504,
+                "upstream_timeout",
+                "timeout",
+                "the upstream did not answer in time",
+            ),
+            ErrorType::HTTPStatus(code) => (
+                *code,
+                "bad_request",
+                "none",
+                "the request could not be processed",
+            ),
             _ => match e.esource() {
-                ErrorSource::Upstream => (502, "upstream_unavailable", "connect", "the upstream is unavailable"),
-                ErrorSource::Downstream => (400, "bad_request", "none", "the request could not be read"),
+                ErrorSource::Upstream => (
+                    502,
+                    "upstream_unavailable",
+                    "connect",
+                    "the upstream is unavailable",
+                ),
+                ErrorSource::Downstream => {
+                    (400, "bad_request", "none", "the request could not be read")
+                }
                 _ => (500, "internal_error", "none", "internal error"),
             },
         };
@@ -257,17 +309,27 @@ impl ProxyHttp for Chain {
                 .with_label_values(&[&ctx.req.route_name, kind])
                 .inc();
         }
-        let downstream_gone = matches!(e.etype(), ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed)
-            && e.esource() == &ErrorSource::Downstream;
+        let downstream_gone = matches!(
+            e.etype(),
+            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
+        ) && e.esource() == &ErrorSource::Downstream;
         if !downstream_gone && session.response_written().is_none() {
+            // the request may not have been read to its end: close after this answer
+            session.set_keepalive(None);
             let status_code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             let r = Rejection::new(status_code, reason, text);
             let body = r.body();
             if let Ok(mut resp) = ResponseHeader::build(status_code, Some(3)) {
                 let _ = resp.insert_header("content-type", "application/json");
                 let _ = resp.insert_header("content-length", body.len().to_string());
-                if session.write_response_header(Box::new(resp), false).await.is_ok() {
-                    let _ = session.write_response_body(Some(Bytes::from(body)), true).await;
+                if session
+                    .write_response_header(Box::new(resp), false)
+                    .await
+                    .is_ok()
+                {
+                    let _ = session
+                        .write_response_body(Some(Bytes::from(body)), true)
+                        .await;
                 }
             }
             ctx.status = status;
@@ -290,12 +352,20 @@ impl ProxyHttp for Chain {
         } else {
             "allowed"
         };
-        let route = if ctx.req.route_name.is_empty() { "none" } else { &*ctx.req.route_name };
+        let route = if ctx.req.route_name.is_empty() {
+            "none"
+        } else {
+            &*ctx.req.route_name
+        };
         self.metrics
             .requests
             .with_label_values(&[route, status_class(status), outcome])
             .inc();
-        let elapsed = ctx.req.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+        let elapsed = ctx
+            .req
+            .started
+            .map(|s| s.elapsed().as_secs_f64())
+            .unwrap_or(0.0);
         self.metrics
             .request_duration
             .with_label_values(&[route, outcome])

@@ -72,7 +72,11 @@ pub const ALWAYS_STRIPPED: &[&str] = &[
 
 impl Runtime {
     /// Build from a validated config.
-    pub fn build(c: &Config, metrics: &Metrics, filters: &crate::FilterFactory) -> Result<Self, BuildError> {
+    pub fn build(
+        c: &Config,
+        metrics: &Metrics,
+        filters: &crate::FilterFactory,
+    ) -> Result<Self, BuildError> {
         let mut upstreams = std::collections::BTreeMap::new();
         for (name, u) in &c.upstreams {
             let mut peers = Vec::new();
@@ -81,7 +85,9 @@ impl Runtime {
                     .to_socket_addrs()
                     .ok()
                     .and_then(|mut a| a.next())
-                    .ok_or_else(|| BuildError::Config(format!("upstreams.{name}: cannot resolve {p}")))?;
+                    .ok_or_else(|| {
+                        BuildError::Config(format!("upstreams.{name}: cannot resolve {p}"))
+                    })?;
                 peers.push(addr);
             }
             upstreams.insert(
@@ -101,24 +107,28 @@ impl Runtime {
             .map(|l| ListenerRt {
                 name: l.name.as_str().into(),
                 addr: l.listen,
-                client_cert: l.tls.as_ref().map(|t| t.client_auth.mode).unwrap_or(ClientCertMode::Off),
+                client_cert: l
+                    .tls
+                    .as_ref()
+                    .map(|t| t.client_auth.mode)
+                    .unwrap_or(ClientCertMode::Off),
             })
             .collect();
         let mut routes = Vec::new();
         for (i, r) in c.routes.iter().enumerate() {
-            let upstream = upstreams
-                .get(&r.upstream)
-                .cloned()
-                .ok_or_else(|| BuildError::Config(format!("routes[{i}]: unknown upstream {}", r.upstream)))?;
+            let upstream = upstreams.get(&r.upstream).cloned().ok_or_else(|| {
+                BuildError::Config(format!("routes[{i}]: unknown upstream {}", r.upstream))
+            })?;
             let mut built: Vec<Box<dyn Filter>> = Vec::new();
             for (j, f) in r.filters.iter().enumerate() {
-                built.push(
-                    filters
-                        .build(c, f, metrics)
-                        .map_err(|e| BuildError::Config(format!("routes[{i}].filters[{j}] ({}): {e}", f.kind())))?,
-                );
+                built.push(filters.build(c, f, metrics).map_err(|e| {
+                    BuildError::Config(format!("routes[{i}].filters[{j}] ({}): {e}", f.kind()))
+                })?);
             }
-            let mut owned: Vec<HeaderName> = ALWAYS_STRIPPED.iter().map(|h| HeaderName::from_static(h)).collect();
+            let mut owned: Vec<HeaderName> = ALWAYS_STRIPPED
+                .iter()
+                .map(|h| HeaderName::from_static(h))
+                .collect();
             for f in &built {
                 for h in f.owned_headers() {
                     if !owned.contains(&h) {
@@ -153,19 +163,26 @@ impl Runtime {
     /// The listener bound to `local`, if any.
     pub fn listener(&self, local: Option<SocketAddr>) -> Option<&ListenerRt> {
         let local = local?;
-        self.listeners
-            .iter()
-            .find(|l| l.addr == local || (l.addr.ip().is_unspecified() && l.addr.port() == local.port()))
+        self.listeners.iter().find(|l| {
+            l.addr == local || (l.addr.ip().is_unspecified() && l.addr.port() == local.port())
+        })
     }
 
     /// The route for a request.
-    pub fn route(&self, listener: Option<&str>, host: Option<&str>, path: &str) -> Option<(usize, &RouteRt)> {
+    pub fn route(
+        &self,
+        listener: Option<&str>,
+        host: Option<&str>,
+        path: &str,
+    ) -> Option<(usize, &RouteRt)> {
         let host = host.map(|h| strip_port(h).to_ascii_lowercase());
         self.routes.iter().enumerate().find(|(_, r)| {
             r.listeners
                 .as_ref()
                 .is_none_or(|ls| listener.is_some_and(|l| ls.iter().any(|x| x == l)))
-                && r.host.as_ref().is_none_or(|h| host.as_deref() == Some(h.as_str()))
+                && r.host
+                    .as_ref()
+                    .is_none_or(|h| host.as_deref() == Some(h.as_str()))
                 && path.starts_with(&r.path_prefix)
         })
     }
@@ -174,7 +191,10 @@ impl Runtime {
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
-        return host.split_once(']').map(|(h, _)| &host[..h.len() + 1]).unwrap_or(host);
+        return host
+            .split_once(']')
+            .map(|(h, _)| &host[..h.len() + 1])
+            .unwrap_or(host);
     }
     match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,

@@ -25,9 +25,15 @@ struct Acceptor {
 impl TlsAccept for Acceptor {
     /// Runs once per handshake (also for resumed sessions): parse and verify the peer
     /// certificate here so requests only read the result.
-    async fn handshake_complete_callback(&self, ssl: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
         let Some(trust) = &self.trust else {
-            self.metrics.tls_handshakes.with_label_values(&[&self.listener, "not_requested"]).inc();
+            self.metrics
+                .tls_handshakes
+                .with_label_values(&[&self.listener, "not_requested"])
+                .inc();
             return None;
         };
         let conn = inspect_peer(ssl, trust);
@@ -36,7 +42,10 @@ impl TlsAccept for Acceptor {
             Some(c) if c.failure.is_none() => "verified",
             Some(_) => "failed",
         };
-        self.metrics.tls_handshakes.with_label_values(&[&self.listener, state]).inc();
+        self.metrics
+            .tls_handshakes
+            .with_label_values(&[&self.listener, state])
+            .inc();
         conn.map(|c| Arc::new(c) as Arc<dyn Any + Send + Sync>)
     }
 }
@@ -55,7 +64,10 @@ pub fn settings(name: &str, t: &ListenerTls, metrics: &Metrics) -> Result<TlsSet
         }
     }
     let trust = if wants_certs {
-        Some(TrustStore::new(&cas, &[], t.client_auth.max_depth, false).map_err(|e| BuildError::Tls(e.to_string()))?)
+        Some(
+            TrustStore::new(&cas, &[], t.client_auth.max_depth, false)
+                .map_err(|e| BuildError::Tls(e.to_string()))?,
+        )
     } else {
         None
     };
@@ -64,23 +76,41 @@ pub fn settings(name: &str, t: &ListenerTls, metrics: &Metrics) -> Result<TlsSet
         trust,
         metrics: metrics.clone(),
     };
-    let mut s = TlsSettings::with_callbacks(Box::new(acceptor)).map_err(|e| BuildError::Tls(e.to_string()))?;
-    s.set_certificate_chain_file(&t.cert_file).map_err(err(&t.cert_file))?;
-    s.set_private_key_file(&t.key_file, SslFiletype::PEM).map_err(err(&t.key_file))?;
-    s.check_private_key().map_err(err("server key does not match certificate"))?;
-    let min = t.protocols.iter().min().copied().unwrap_or(TlsVersion::Tls12);
-    let max = t.protocols.iter().max().copied().unwrap_or(TlsVersion::Tls13);
+    let mut s = TlsSettings::with_callbacks(Box::new(acceptor))
+        .map_err(|e| BuildError::Tls(e.to_string()))?;
+    s.set_certificate_chain_file(&t.cert_file)
+        .map_err(err(&t.cert_file))?;
+    s.set_private_key_file(&t.key_file, SslFiletype::PEM)
+        .map_err(err(&t.key_file))?;
+    s.check_private_key()
+        .map_err(err("server key does not match certificate"))?;
+    let min = t
+        .protocols
+        .iter()
+        .min()
+        .copied()
+        .unwrap_or(TlsVersion::Tls12);
+    let max = t
+        .protocols
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or(TlsVersion::Tls13);
     let v = |x: TlsVersion| match x {
         TlsVersion::Tls12 => SslVersion::TLS1_2,
         TlsVersion::Tls13 => SslVersion::TLS1_3,
     };
-    s.set_min_proto_version(Some(v(min))).map_err(err("protocols"))?;
-    s.set_max_proto_version(Some(v(max))).map_err(err("protocols"))?;
+    s.set_min_proto_version(Some(v(min)))
+        .map_err(err("protocols"))?;
+    s.set_max_proto_version(Some(v(max)))
+        .map_err(err("protocols"))?;
     if let Some(groups) = &t.groups {
-        s.set_groups_list(&groups.join(":")).map_err(err("groups"))?;
+        s.set_groups_list(&groups.join(":"))
+            .map_err(err("groups"))?;
     }
     // a session id context is required with peer verification, or resumption fails
-    s.set_session_id_context(b"gatehouse").map_err(err("session id context"))?;
+    s.set_session_id_context(b"gatehouse")
+        .map_err(err("session id context"))?;
     if !t.session_resumption {
         s.set_options(SslOptions::NO_TICKET);
         s.set_session_cache_mode(SslSessionCacheMode::OFF);
@@ -92,7 +122,11 @@ pub fn settings(name: &str, t: &ListenerTls, metrics: &Metrics) -> Result<TlsSet
         let mut names = Stack::new().map_err(err("client CA list"))?;
         for ca in &cas {
             names
-                .push(ca.subject_name().to_owned().map_err(err("client CA list"))?)
+                .push(
+                    ca.subject_name()
+                        .to_owned()
+                        .map_err(err("client CA list"))?,
+                )
                 .map_err(err("client CA list"))?;
         }
         s.set_client_ca_list(names);

@@ -31,7 +31,11 @@ impl std::str::FromStr for Dur {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => return Err(format!("duration {s:?} has unknown unit {unit:?} (ms, s, m, h)")),
+            _ => {
+                return Err(format!(
+                    "duration {s:?} has unknown unit {unit:?} (ms, s, m, h)"
+                ))
+            }
         };
         Ok(Dur(d))
     }

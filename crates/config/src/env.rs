@@ -19,15 +19,17 @@ pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Str
             out.push_str(&rest[..pos]);
             let after = &rest[pos + 2..];
             let Some(end) = after.find('}') else {
-                errors.push(format!("line {}: unterminated ${{ in {:?}", i + 1, line.trim_end()));
+                errors.push(format!(
+                    "line {}: unterminated ${{ in {:?}",
+                    i + 1,
+                    line.trim_end()
+                ));
                 rest = "";
                 break;
             };
             let name = &after[..end];
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 errors.push(format!("line {}: invalid variable name {name:?}", i + 1));
             } else {

@@ -42,7 +42,11 @@ fn typo_names_path_and_line() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!(errs[0].path, "routes[0].filterz");
     assert_eq!(errs[0].line, Some(11));
-    assert!(errs[0].message.contains("unknown field `filterz`"), "{}", errs[0]);
+    assert!(
+        errs[0].message.contains("unknown field `filterz`"),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]
@@ -53,9 +57,17 @@ fn typo_inside_a_filter_is_located_too() {
     );
     let errs = errors(&text);
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].path.starts_with("routes[0].filters[0]"), "{}", errs[0]);
+    assert!(
+        errs[0].path.starts_with("routes[0].filters[0]"),
+        "{}",
+        errs[0]
+    );
     assert!(errs[0].message.contains("scopes"), "{}", errs[0]);
-    assert!(errs[0].line.is_some_and(|l| (12..=14).contains(&l)), "{}", errs[0]);
+    assert!(
+        errs[0].line.is_some_and(|l| (12..=14).contains(&l)),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]
@@ -75,7 +87,11 @@ routes: []
     let errs = errors(text);
     assert_eq!(errs[0].path, "listeners[0].tls.client_auth.mode");
     assert_eq!(errs[0].line, Some(9));
-    assert!(errs[0].message.contains("unknown variant `require`"), "{}", errs[0]);
+    assert!(
+        errs[0].message.contains("unknown variant `require`"),
+        "{}",
+        errs[0]
+    );
 }
 
 #[test]
@@ -125,8 +141,13 @@ fn unset_env_var_is_an_error_with_line() {
     let text = MINIMAL.replace("127.0.0.1:3000", "${UPSTREAM_ADDR}");
     let errs = errors(&text);
     assert_eq!(errs.len(), 1);
-    assert_eq!(errs[0].message, "line 7: environment variable UPSTREAM_ADDR is not set");
-    let ok = load_str_with_env(&text, |n| (n == "UPSTREAM_ADDR").then(|| "127.0.0.1:9".into()));
+    assert_eq!(
+        errs[0].message,
+        "line 7: environment variable UPSTREAM_ADDR is not set"
+    );
+    let ok = load_str_with_env(&text, |n| {
+        (n == "UPSTREAM_ADDR").then(|| "127.0.0.1:9".into())
+    });
     assert!(ok.is_ok_and(|l| l.config.upstreams["app"].peers[0] == "127.0.0.1:9"));
 }
 
@@ -165,7 +186,12 @@ fn every_conf_example_is_valid() {
             "CERT_DIR" => Some(d.clone()),
             _ => Some("test".into()),
         });
-        assert!(res.is_ok(), "{}: {}", path.display(), res.err().map(|e| e.to_string()).unwrap_or_default());
+        assert!(
+            res.is_ok(),
+            "{}: {}",
+            path.display(),
+            res.err().map(|e| e.to_string()).unwrap_or_default()
+        );
         n += 1;
     }
     assert!(n >= 2, "expected example configs in {}", conf.display());

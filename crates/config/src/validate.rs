@@ -10,11 +10,20 @@ type Problems = Vec<(String, String)>;
 
 fn file_exists(p: &mut Problems, path: String, file: &str) {
     if !Path::new(file).is_file() {
-        p.push((path, format!("file {file} does not exist or is not a regular file")));
+        p.push((
+            path,
+            format!("file {file} does not exist or is not a regular file"),
+        ));
     }
 }
 
-fn secret_ref(p: &mut Problems, path: &str, file: &Option<String>, env: &Option<String>, what: &str) {
+fn secret_ref(
+    p: &mut Problems,
+    path: &str,
+    file: &Option<String>,
+    env: &Option<String>,
+    what: &str,
+) {
     match (file, env) {
         (Some(f), None) => file_exists(p, format!("{path}.{what}_file"), f),
         (None, Some(v)) => {
@@ -40,13 +49,19 @@ fn secret_ref(p: &mut Problems, path: &str, file: &Option<String>, env: &Option<
 pub fn validate(c: &Config) -> Problems {
     let mut p = Problems::new();
     if c.version != 1 {
-        p.push(("version".into(), format!("unsupported version {}, expected 1", c.version)));
+        p.push((
+            "version".into(),
+            format!("unsupported version {}, expected 1", c.version),
+        ));
     }
     if c.server.threads == 0 {
         p.push(("server.threads".into(), "must be at least 1".into()));
     }
     if c.listeners.is_empty() {
-        p.push(("listeners".into(), "at least one listener is required".into()));
+        p.push((
+            "listeners".into(),
+            "at least one listener is required".into(),
+        ));
     }
     let mut names = HashSet::new();
     let mut addrs = HashSet::new();
@@ -56,19 +71,31 @@ pub fn validate(c: &Config) -> Problems {
     for (i, l) in c.listeners.iter().enumerate() {
         let at = format!("listeners[{i}]");
         if !names.insert(l.name.as_str()) {
-            p.push((format!("{at}.name"), format!("duplicate listener name {:?}", l.name)));
+            p.push((
+                format!("{at}.name"),
+                format!("duplicate listener name {:?}", l.name),
+            ));
         }
         if !addrs.insert(l.listen) {
-            p.push((format!("{at}.listen"), format!("address {} is used twice", l.listen)));
+            p.push((
+                format!("{at}.listen"),
+                format!("address {} is used twice", l.listen),
+            ));
         }
         if let Some(tls) = &l.tls {
             file_exists(&mut p, format!("{at}.tls.cert_file"), &tls.cert_file);
             file_exists(&mut p, format!("{at}.tls.key_file"), &tls.key_file);
             if tls.protocols.is_empty() {
-                p.push((format!("{at}.tls.protocols"), "at least one protocol is required".into()));
+                p.push((
+                    format!("{at}.tls.protocols"),
+                    "at least one protocol is required".into(),
+                ));
             }
             if tls.alpn.is_empty() {
-                p.push((format!("{at}.tls.alpn"), "at least one protocol is required".into()));
+                p.push((
+                    format!("{at}.tls.alpn"),
+                    "at least one protocol is required".into(),
+                ));
             }
             let ca = &tls.client_auth;
             if ca.mode != ClientCertMode::Off && ca.ca_files.is_empty() {
@@ -86,7 +113,10 @@ pub fn validate(c: &Config) -> Problems {
     for (name, a) in &c.authorization_servers {
         let at = format!("authorization_servers.{name}");
         if a.jwks_uri.is_some() && a.jwks_file.is_some() {
-            p.push((at.clone(), "give either jwks_uri or jwks_file, not both".into()));
+            p.push((
+                at.clone(),
+                "give either jwks_uri or jwks_file, not both".into(),
+            ));
         }
         if let Some(f) = &a.jwks_file {
             file_exists(&mut p, format!("{at}.jwks_file"), f);
@@ -100,8 +130,18 @@ pub fn validate(c: &Config) -> Problems {
         for (j, alg) in a.algorithms.iter().enumerate() {
             let ok = matches!(
                 alg.as_str(),
-                "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384"
-                    | "EdDSA" | "HS256" | "HS384" | "HS512"
+                "RS256"
+                    | "RS384"
+                    | "RS512"
+                    | "PS256"
+                    | "PS384"
+                    | "PS512"
+                    | "ES256"
+                    | "ES384"
+                    | "EdDSA"
+                    | "HS256"
+                    | "HS384"
+                    | "HS512"
             );
             if !ok {
                 p.push((
@@ -119,7 +159,13 @@ pub fn validate(c: &Config) -> Problems {
             }
         }
         if a.hmac_secret_file.is_some() || a.hmac_secret_env.is_some() {
-            secret_ref(&mut p, &at, &a.hmac_secret_file, &a.hmac_secret_env, "hmac_secret");
+            secret_ref(
+                &mut p,
+                &at,
+                &a.hmac_secret_file,
+                &a.hmac_secret_env,
+                "hmac_secret",
+            );
         }
         if let Some(i) = &a.introspection {
             let at = format!("{at}.introspection");
@@ -128,7 +174,13 @@ pub fn validate(c: &Config) -> Problems {
             let cat = format!("{at}.client_auth");
             match ca.method {
                 ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost => {
-                    secret_ref(&mut p, &cat, &ca.client_secret_file, &ca.client_secret_env, "client_secret")
+                    secret_ref(
+                        &mut p,
+                        &cat,
+                        &ca.client_secret_file,
+                        &ca.client_secret_env,
+                        "client_secret",
+                    )
                 }
                 ClientAuthMethod::PrivateKeyJwt => match &ca.private_key_file {
                     Some(f) => file_exists(&mut p, format!("{cat}.private_key_file"), f),
@@ -139,18 +191,28 @@ pub fn validate(c: &Config) -> Problems {
                         file_exists(&mut p, format!("{cat}.cert_file"), c);
                         file_exists(&mut p, format!("{cat}.key_file"), k);
                     }
-                    _ => p.push((cat.clone(), "tls_client_auth needs cert_file and key_file".into())),
+                    _ => p.push((
+                        cat.clone(),
+                        "tls_client_auth needs cert_file and key_file".into(),
+                    )),
                 },
             }
-            if i.accept != IntrospectionFormat::Json && a.jwks_uri.is_none() && a.jwks_file.is_none() {
+            if i.accept != IntrospectionFormat::Json
+                && a.jwks_uri.is_none()
+                && a.jwks_file.is_none()
+            {
                 p.push((
                     format!("{at}.accept"),
-                    "JWT introspection responses are verified: jwks_uri or jwks_file is required".into(),
+                    "JWT introspection responses are verified: jwks_uri or jwks_file is required"
+                        .into(),
                 ));
             }
         }
         if a.cache.max_entries == 0 {
-            p.push((format!("{at}.cache.max_entries"), "must be at least 1".into()));
+            p.push((
+                format!("{at}.cache.max_entries"),
+                "must be at least 1".into(),
+            ));
         }
     }
 
@@ -161,13 +223,22 @@ pub fn validate(c: &Config) -> Problems {
     for (name, u) in &c.upstreams {
         let at = format!("upstreams.{name}");
         if u.peers.is_empty() {
-            p.push((format!("{at}.peers"), "at least one peer is required".into()));
+            p.push((
+                format!("{at}.peers"),
+                "at least one peer is required".into(),
+            ));
         }
         for (j, peer) in u.peers.iter().enumerate() {
             match peer.to_socket_addrs().map(|mut a| a.next()) {
                 Ok(Some(_)) => {}
-                Ok(None) => p.push((format!("{at}.peers[{j}]"), format!("{peer:?} resolves to nothing"))),
-                Err(e) => p.push((format!("{at}.peers[{j}]"), format!("{peer:?} is not a resolvable host:port: {e}"))),
+                Ok(None) => p.push((
+                    format!("{at}.peers[{j}]"),
+                    format!("{peer:?} resolves to nothing"),
+                )),
+                Err(e) => p.push((
+                    format!("{at}.peers[{j}]"),
+                    format!("{peer:?} is not a resolvable host:port: {e}"),
+                )),
             }
         }
     }
@@ -176,18 +247,30 @@ pub fn validate(c: &Config) -> Problems {
     for (i, r) in c.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
         if !route_names.insert(r.name.as_str()) {
-            p.push((format!("{at}.name"), format!("duplicate route name {:?}", r.name)));
+            p.push((
+                format!("{at}.name"),
+                format!("duplicate route name {:?}", r.name),
+            ));
         }
         if !c.upstreams.contains_key(&r.upstream) {
-            p.push((format!("{at}.upstream"), format!("unknown upstream {:?}", r.upstream)));
+            p.push((
+                format!("{at}.upstream"),
+                format!("unknown upstream {:?}", r.upstream),
+            ));
         }
         if !r.matches.path_prefix.starts_with('/') {
-            p.push((format!("{at}.match.path_prefix"), "must start with /".into()));
+            p.push((
+                format!("{at}.match.path_prefix"),
+                "must start with /".into(),
+            ));
         }
         if let Some(ls) = &r.matches.listeners {
             for (j, l) in ls.iter().enumerate() {
                 if !c.listeners.iter().any(|x| &x.name == l) {
-                    p.push((format!("{at}.match.listeners[{j}]"), format!("unknown listener {l:?}")));
+                    p.push((
+                        format!("{at}.match.listeners[{j}]"),
+                        format!("unknown listener {l:?}"),
+                    ));
                 }
             }
         }
@@ -209,7 +292,10 @@ fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
     for (j, f) in r.filters.iter().enumerate() {
         let at = format!("routes[{i}].filters[{j}]");
         if !kinds.insert(f.kind()) {
-            p.push((at.clone(), format!("route {:?}: {} appears twice", r.name, f.kind())));
+            p.push((
+                at.clone(),
+                format!("route {:?}: {} appears twice", r.name, f.kind()),
+            ));
         }
         match f {
             FilterConfig::ClientCert(cc) => {
@@ -223,9 +309,13 @@ fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
                     file_exists(p, format!("{at}.revocation.crl_files[{k}]"), file);
                 }
                 if cc.revocation.mode == RevocationMode::Off
-                    && (!cc.revocation.crl_files.is_empty() || cc.revocation.fetch_distribution_points)
+                    && (!cc.revocation.crl_files.is_empty()
+                        || cc.revocation.fetch_distribution_points)
                 {
-                    p.push((format!("{at}.revocation.mode"), "CRLs are configured but mode is off".into()));
+                    p.push((
+                        format!("{at}.revocation.mode"),
+                        "CRLs are configured but mode is off".into(),
+                    ));
                 }
                 if cc.revocation.mode != RevocationMode::Off
                     && cc.revocation.crl_files.is_empty()
@@ -238,7 +328,10 @@ fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
                 }
                 for (k, id) in cc.identities.iter().enumerate() {
                     if *id == Identity::default() {
-                        p.push((format!("{at}.identities[{k}]"), "an identity needs at least one field".into()));
+                        p.push((
+                            format!("{at}.identities[{k}]"),
+                            "an identity needs at least one field".into(),
+                        ));
                     }
                     for (field, v, len) in [
                         ("thumbprint_sha256", &id.thumbprint_sha256, 64),
@@ -257,7 +350,10 @@ fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
                     }
                 }
                 if cc.forward.format != CertForwardFormat::Pem && cc.forward.header.is_some() {
-                    p.push((format!("{at}.forward.header"), "only the pem format takes a header name".into()));
+                    p.push((
+                        format!("{at}.forward.header"),
+                        "only the pem format takes a header name".into(),
+                    ));
                 }
             }
             FilterConfig::PhantomToken(pt) => {
@@ -269,10 +365,16 @@ fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
                     )),
                     Some(a) if a.introspection.is_none() => p.push((
                         format!("{at}.authorization_server"),
-                        format!("{:?} has no introspection endpoint", pt.authorization_server),
+                        format!(
+                            "{:?} has no introspection endpoint",
+                            pt.authorization_server
+                        ),
                     )),
                     Some(a) => {
-                        let json = a.introspection.as_ref().is_some_and(|i| i.accept == IntrospectionFormat::Json);
+                        let json = a
+                            .introspection
+                            .as_ref()
+                            .is_some_and(|i| i.accept == IntrospectionFormat::Json);
                         if pt.forward_jwt == ForwardJwt::AsIssued && json {
                             p.push((
                                 format!("{at}.forward_jwt"),
@@ -282,7 +384,10 @@ fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
                     }
                 }
                 if pt.forward_jwt == ForwardJwt::SignedByGatehouse && c.token_signing.is_none() {
-                    p.push((format!("{at}.forward_jwt"), "signed_by_gatehouse needs token_signing".into()));
+                    p.push((
+                        format!("{at}.forward_jwt"),
+                        "signed_by_gatehouse needs token_signing".into(),
+                    ));
                 }
             }
             FilterConfig::Jwt(jf) => {
@@ -324,7 +429,10 @@ fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
                 }
                 for (claim, h) in &cl.to_headers {
                     if http::header::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                        p.push((format!("{at}.to_headers.{claim}"), format!("{h:?} is not a valid header name")));
+                        p.push((
+                            format!("{at}.to_headers.{claim}"),
+                            format!("{h:?} is not a valid header name"),
+                        ));
                     }
                 }
             }
@@ -332,12 +440,17 @@ fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
     }
     if seen_cert {
         let listener_off = c.listeners.iter().all(|l| {
-            l.tls.as_ref().is_none_or(|t| t.client_auth.mode == ClientCertMode::Off)
+            l.tls
+                .as_ref()
+                .is_none_or(|t| t.client_auth.mode == ClientCertMode::Off)
         });
         if listener_off {
             p.push((
                 format!("routes[{i}]"),
-                format!("route {:?} checks client certificates but no listener requests them", r.name),
+                format!(
+                    "route {:?} checks client certificates but no listener requests them",
+                    r.name
+                ),
             ));
         }
     }

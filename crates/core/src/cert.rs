@@ -65,7 +65,9 @@ impl CertFailure {
             Self::Revoked => "the client certificate or an issuer has been revoked",
             Self::RevocationUnknown => "the revocation status of the client certificate is unknown",
             Self::ChainTooLong => "the client certificate chain is longer than allowed",
-            Self::WrongKeyUsage => "the client certificate is not valid for TLS client authentication",
+            Self::WrongKeyUsage => {
+                "the client certificate is not valid for TLS client authentication"
+            }
             Self::IdentityNotAllowed => "the client certificate is not allowed on this route",
             Self::WeakKey => "the client certificate key is too weak",
             Self::BadSignature => "a signature in the client certificate chain is invalid",
@@ -128,7 +130,12 @@ pub struct VerdictMemo(std::sync::Mutex<Vec<(u64, u64, RouteVerdict)>>);
 
 impl VerdictMemo {
     /// The memoized verdict for `(id, generation)`, computing it with `f` on a miss.
-    pub fn get_or(&self, id: u64, generation: u64, f: impl FnOnce() -> RouteVerdict) -> RouteVerdict {
+    pub fn get_or(
+        &self,
+        id: u64,
+        generation: u64,
+        f: impl FnOnce() -> RouteVerdict,
+    ) -> RouteVerdict {
         if let Ok(m) = self.0.lock() {
             if let Some((_, _, v)) = m.iter().find(|(i, g, _)| *i == id && *g == generation) {
                 return *v;

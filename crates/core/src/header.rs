@@ -74,7 +74,10 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         assert_eq!(parse(&[]), Err(BearerError::Missing));
-        assert_eq!(parse(&[b"Bearer a", b"Bearer b"]), Err(BearerError::Duplicated));
+        assert_eq!(
+            parse(&[b"Bearer a", b"Bearer b"]),
+            Err(BearerError::Duplicated)
+        );
         for bad in [
             &b"Basic abc"[..],
             b"Bearer",

@@ -214,7 +214,8 @@ pub fn issue(spec: &CertSpec, issuer: Option<&Issued>) -> Result<Issued, PkiErro
         // a leaf without clientAuth: codeSigning only (the wrong_key_usage case)
         b.append_extension(ExtendedKeyUsage::new().code_signing().build()?)?;
     }
-    let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))?;
+    let ski = SubjectKeyIdentifier::new()
+        .build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))?;
     b.append_extension(ski)?;
     if issuer.is_some() {
         let aki = AuthorityKeyIdentifier::new()
@@ -222,7 +223,11 @@ pub fn issue(spec: &CertSpec, issuer: Option<&Issued>) -> Result<Issued, PkiErro
             .build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))?;
         b.append_extension(aki)?;
     }
-    if !(spec.dns.is_empty() && spec.ips.is_empty() && spec.uris.is_empty() && spec.emails.is_empty()) {
+    if !(spec.dns.is_empty()
+        && spec.ips.is_empty()
+        && spec.uris.is_empty()
+        && spec.emails.is_empty())
+    {
         let mut san = SubjectAlternativeName::new();
         for d in &spec.dns {
             san.dns(d);

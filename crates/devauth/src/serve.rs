@@ -44,7 +44,8 @@ pub fn json(status: u16, value: &serde_json::Value) -> Resp {
 /// A response with a body and content type.
 pub fn bytes_response(status: u16, content_type: &str, body: Vec<u8>) -> Resp {
     let mut r = http::Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
@@ -91,7 +92,11 @@ where
         let cert = cert.clone();
         async move {
             let (parts, body) = req.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             Ok::<_, std::convert::Infallible>(
                 handler(Req {
                     parts,
@@ -124,7 +129,9 @@ pub fn echo_handler() -> Handler {
                 .and_then(|jwt| jwt.split('.').nth(1))
                 .and_then(|p| {
                     use base64::Engine;
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok()
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(p)
+                        .ok()
                 })
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .unwrap_or(serde_json::Value::Null);

@@ -27,7 +27,10 @@ pub fn run(args: DemoArgs) -> ExitCode {
     let pki = match Pki::load_or_generate(&args.dir) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("demo: cannot create the dev PKI in {}: {e}", args.dir.display());
+            eprintln!(
+                "demo: cannot create the dev PKI in {}: {e}",
+                args.dir.display()
+            );
             return ExitCode::from(1);
         }
     };
@@ -42,14 +45,24 @@ pub fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let upstream_addr = std_listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let upstream_addr = std_listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let _ = std_listener.set_nonblocking(true);
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
         if let Ok(rt) = rt {
             rt.block_on(async move {
                 if let Ok(l) = tokio::net::TcpListener::from_std(std_listener) {
-                    gatehouse_devauth::serve::serve(l, None, gatehouse_devauth::serve::echo_handler()).await;
+                    gatehouse_devauth::serve::serve(
+                        l,
+                        None,
+                        gatehouse_devauth::serve::echo_handler(),
+                    )
+                    .await;
                 }
             });
         }
@@ -62,7 +75,9 @@ pub fn run(args: DemoArgs) -> ExitCode {
         ("UPSTREAM_ADDR", upstream_addr.clone()),
     ];
     let loaded = gatehouse_config::load_str_with_env(DEMO_YAML, |name| {
-        vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.clone())
     });
     let loaded = match loaded {
         Ok(l) => l,

@@ -12,7 +12,11 @@ const EX_USAGE: u8 = 64;
 const EX_SOFTWARE: u8 = 70;
 
 #[derive(Parser)]
-#[command(name = "gatehouse", version, about = "mTLS + phantom-token edge proxy for B2B APIs")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "mTLS + phantom-token edge proxy for B2B APIs"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -59,7 +59,13 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
     c
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         .unwrap_or_else(|e| unreachable_metric(name, e));
     register(r, Box::new(h.clone()));
@@ -92,27 +98,125 @@ impl Metrics {
     /// Create every family on a fresh registry.
     pub fn new() -> Self {
         let r = Registry::new();
-        let requests = counter(&r, "gatehouse_requests_total", "Requests by route, status class and outcome.", &["route", "status_class", "outcome"]);
-        let request_duration = histogram(&r, "gatehouse_request_duration_seconds", "Request duration from first byte to response end.", &["route", "outcome"], LATENCY.to_vec());
-        let upstream_duration = histogram(&r, "gatehouse_upstream_duration_seconds", "Time from sending the request upstream to its response header.", &["route"], LATENCY.to_vec());
-        let upstream_errors = counter(&r, "gatehouse_upstream_errors_total", "Upstream failures by route and kind.", &["route", "kind"]);
-        let rejections = counter(&r, "gatehouse_rejections_total", "Requests rejected by a filter.", &["route", "filter", "reason"]);
-        let client_cert_rejections = counter(&r, "gatehouse_client_cert_rejections_total", "Client-certificate rejections.", &["route", "reason"]);
-        let client_cert_expiry_days = histogram(&r, "gatehouse_client_cert_expiry_days", "Days until expiry of accepted client certificates, by issuer.", &["issuer"], vec![1.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0, 730.0]);
-        let client_cert_soonest_expiry = IntGauge::new("gatehouse_client_cert_soonest_expiry_timestamp_seconds", "Soonest notAfter among accepted client certificates.").unwrap_or_else(|e| unreachable_metric("soonest", e));
+        let requests = counter(
+            &r,
+            "gatehouse_requests_total",
+            "Requests by route, status class and outcome.",
+            &["route", "status_class", "outcome"],
+        );
+        let request_duration = histogram(
+            &r,
+            "gatehouse_request_duration_seconds",
+            "Request duration from first byte to response end.",
+            &["route", "outcome"],
+            LATENCY.to_vec(),
+        );
+        let upstream_duration = histogram(
+            &r,
+            "gatehouse_upstream_duration_seconds",
+            "Time from sending the request upstream to its response header.",
+            &["route"],
+            LATENCY.to_vec(),
+        );
+        let upstream_errors = counter(
+            &r,
+            "gatehouse_upstream_errors_total",
+            "Upstream failures by route and kind.",
+            &["route", "kind"],
+        );
+        let rejections = counter(
+            &r,
+            "gatehouse_rejections_total",
+            "Requests rejected by a filter.",
+            &["route", "filter", "reason"],
+        );
+        let client_cert_rejections = counter(
+            &r,
+            "gatehouse_client_cert_rejections_total",
+            "Client-certificate rejections.",
+            &["route", "reason"],
+        );
+        let client_cert_expiry_days = histogram(
+            &r,
+            "gatehouse_client_cert_expiry_days",
+            "Days until expiry of accepted client certificates, by issuer.",
+            &["issuer"],
+            vec![1.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0, 730.0],
+        );
+        let client_cert_soonest_expiry = IntGauge::new(
+            "gatehouse_client_cert_soonest_expiry_timestamp_seconds",
+            "Soonest notAfter among accepted client certificates.",
+        )
+        .unwrap_or_else(|e| unreachable_metric("soonest", e));
         register(&r, Box::new(client_cert_soonest_expiry.clone()));
-        let tls_handshakes = counter(&r, "gatehouse_tls_handshakes_total", "Completed TLS handshakes by listener and client-certificate state.", &["listener", "client_cert"]);
-        let crl_updates = counter(&r, "gatehouse_crl_updates_total", "CRL loads and fetches by source and result.", &["source", "result"]);
-        let introspection_requests = counter(&r, "gatehouse_introspection_requests_total", "Introspection calls by result.", &["result"]);
-        let introspection_duration = Histogram::with_opts(HistogramOpts::new("gatehouse_introspection_duration_seconds", "Introspection call latency.").buckets(LATENCY.to_vec())).unwrap_or_else(|e| unreachable_metric("introspection", e));
+        let tls_handshakes = counter(
+            &r,
+            "gatehouse_tls_handshakes_total",
+            "Completed TLS handshakes by listener and client-certificate state.",
+            &["listener", "client_cert"],
+        );
+        let crl_updates = counter(
+            &r,
+            "gatehouse_crl_updates_total",
+            "CRL loads and fetches by source and result.",
+            &["source", "result"],
+        );
+        let introspection_requests = counter(
+            &r,
+            "gatehouse_introspection_requests_total",
+            "Introspection calls by result.",
+            &["result"],
+        );
+        let introspection_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "gatehouse_introspection_duration_seconds",
+                "Introspection call latency.",
+            )
+            .buckets(LATENCY.to_vec()),
+        )
+        .unwrap_or_else(|e| unreachable_metric("introspection", e));
         register(&r, Box::new(introspection_duration.clone()));
-        let token_cache = counter(&r, "gatehouse_token_cache_total", "Token cache lookups by result.", &["result"]);
-        let token_cache_entries = IntGaugeVec::new(Opts::new("gatehouse_token_cache_entries", "Entries in the token cache."), &["authorization_server"]).unwrap_or_else(|e| unreachable_metric("entries", e));
+        let token_cache = counter(
+            &r,
+            "gatehouse_token_cache_total",
+            "Token cache lookups by result.",
+            &["result"],
+        );
+        let token_cache_entries = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_token_cache_entries",
+                "Entries in the token cache.",
+            ),
+            &["authorization_server"],
+        )
+        .unwrap_or_else(|e| unreachable_metric("entries", e));
         register(&r, Box::new(token_cache_entries.clone()));
-        let jwks_refreshes = counter(&r, "gatehouse_jwks_refreshes_total", "JWKS fetches by authorization server and result.", &["authorization_server", "result"]);
-        let cert_binding_failures = counter(&r, "gatehouse_cert_binding_failures_total", "RFC 8705 certificate-binding failures.", &["route", "reason"]);
-        let config_reloads = counter(&r, "gatehouse_config_reloads_total", "Configuration loads by result.", &["result"]);
-        let config_info = IntGaugeVec::new(Opts::new("gatehouse_config_info", "The loaded configuration's SHA-256."), &["sha256"]).unwrap_or_else(|e| unreachable_metric("config_info", e));
+        let jwks_refreshes = counter(
+            &r,
+            "gatehouse_jwks_refreshes_total",
+            "JWKS fetches by authorization server and result.",
+            &["authorization_server", "result"],
+        );
+        let cert_binding_failures = counter(
+            &r,
+            "gatehouse_cert_binding_failures_total",
+            "RFC 8705 certificate-binding failures.",
+            &["route", "reason"],
+        );
+        let config_reloads = counter(
+            &r,
+            "gatehouse_config_reloads_total",
+            "Configuration loads by result.",
+            &["result"],
+        );
+        let config_info = IntGaugeVec::new(
+            Opts::new(
+                "gatehouse_config_info",
+                "The loaded configuration's SHA-256.",
+            ),
+            &["sha256"],
+        )
+        .unwrap_or_else(|e| unreachable_metric("config_info", e));
         register(&r, Box::new(config_info.clone()));
         Self {
             registry: r,
@@ -187,10 +291,16 @@ mod tests {
         m.set_config_hash("abc");
         m.set_config_hash("def");
         let text = String::from_utf8(m.render()).unwrap_or_default();
-        assert!(text.contains("gatehouse_requests_total{outcome=\"allowed\",route=\"r\",status_class=\"2xx\"} 1"));
+        assert!(text.contains(
+            "gatehouse_requests_total{outcome=\"allowed\",route=\"r\",status_class=\"2xx\"} 1"
+        ));
         assert!(text.contains("gatehouse_config_info{sha256=\"def\"} 1"));
         assert!(!text.contains("sha256=\"abc\""));
-        assert_eq!(m.registry().gather().len(), 4, "unlabelled families and the two with series");
+        assert_eq!(
+            m.registry().gather().len(),
+            4,
+            "unlabelled families and the two with series"
+        );
         assert_eq!(status_class(503), "5xx");
     }
 }

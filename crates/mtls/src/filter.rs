@@ -5,7 +5,9 @@ use crate::identity::IdentityMatcher;
 use crate::verify::{load_pem_bundle, TrustError, TrustStore};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use gatehouse_config::{CertForward, CertForwardFormat, ClientCertFilter as Cfg, RevocationMode, RouteCertMode};
+use gatehouse_config::{
+    CertForward, CertForwardFormat, ClientCertFilter as Cfg, RevocationMode, RouteCertMode,
+};
 use gatehouse_core::{CertFailure, Filter, Rejection, RequestCtx, Verdict};
 use gatehouse_metrics::Metrics;
 use http::HeaderName;
@@ -65,12 +67,18 @@ impl RouteTrust {
                 if let Ok(mut m) = self.mtimes.lock() {
                     *m = current;
                 }
-                metrics.crl_updates.with_label_values(&["file", "reloaded"]).inc();
+                metrics
+                    .crl_updates
+                    .with_label_values(&["file", "reloaded"])
+                    .inc();
                 tracing::info!("client_cert: CRL files changed, trust store reloaded");
             }
             Err(e) => {
                 // keep the previous CRLs: fail closed on the known-revoked set
-                metrics.crl_updates.with_label_values(&["file", "error"]).inc();
+                metrics
+                    .crl_updates
+                    .with_label_values(&["file", "error"])
+                    .inc();
                 tracing::warn!("client_cert: CRL reload failed, keeping the previous CRLs: {e}");
             }
         }
@@ -108,7 +116,12 @@ pub struct ClientCertFilter {
 impl ClientCertFilter {
     /// Build from config. `listener_ca_files` are the CA bundles of the listeners, used
     /// when the route needs its own verification (CRLs, skew) without its own `ca_files`.
-    pub fn new(cfg: &Cfg, listener_ca_files: &[String], listener_max_depth: u32, metrics: Metrics) -> Result<Self, FilterBuildError> {
+    pub fn new(
+        cfg: &Cfg,
+        listener_ca_files: &[String],
+        listener_max_depth: u32,
+        metrics: Metrics,
+    ) -> Result<Self, FilterBuildError> {
         let identities = cfg
             .identities
             .iter()
@@ -117,18 +130,26 @@ impl ClientCertFilter {
             .collect::<Result<Vec<_>, _>>()?;
         let skew_secs = cfg.clock_skew.map(|d| d.0.as_secs() as i64).unwrap_or(0);
         let revocation_on = cfg.revocation.mode != RevocationMode::Off;
-        let needs_own = cfg.ca_files.is_some() || revocation_on || skew_secs > 0 || cfg.max_depth.is_some();
+        let needs_own =
+            cfg.ca_files.is_some() || revocation_on || skew_secs > 0 || cfg.max_depth.is_some();
         let route_trust = if needs_own {
             let files = cfg.ca_files.as_deref().unwrap_or(listener_ca_files);
             let mut cas = Vec::new();
             for f in files {
                 cas.extend(load_pem_bundle(f)?);
             }
-            let crl_files = if revocation_on { cfg.revocation.crl_files.clone() } else { Vec::new() };
+            let crl_files = if revocation_on {
+                cfg.revocation.crl_files.clone()
+            } else {
+                Vec::new()
+            };
             let max_depth = cfg.max_depth.unwrap_or(listener_max_depth);
             let soft = cfg.revocation.mode == RevocationMode::Soft;
             let store = TrustStore::new(&cas, &crl_files, max_depth, soft)?;
-            metrics.crl_updates.with_label_values(&["file", "loaded"]).inc_by(crl_files.len() as u64);
+            metrics
+                .crl_updates
+                .with_label_values(&["file", "loaded"])
+                .inc_by(crl_files.len() as u64);
             Some(RouteTrust {
                 mtimes: std::sync::Mutex::new(mtimes(&crl_files)),
                 cas,
@@ -143,7 +164,8 @@ impl ClientCertFilter {
             None
         };
         let pem_header = match (&cfg.forward.format, &cfg.forward.header) {
-            (CertForwardFormat::Pem, Some(h)) => HeaderName::from_bytes(h.as_bytes()).map_err(|e| FilterBuildError::Header(e.to_string()))?,
+            (CertForwardFormat::Pem, Some(h)) => HeaderName::from_bytes(h.as_bytes())
+                .map_err(|e| FilterBuildError::Header(e.to_string()))?,
             _ => HeaderName::from_static("x-ssl-client-cert"),
         };
         Ok(Self {
@@ -180,12 +202,22 @@ impl ClientCertFilter {
         let generation = rt.generation.load(Ordering::Acquire);
         let verdict = cert.memo.get_or(self.id, generation, || {
             let leaf = X509::from_der(&cert.der).map_err(|_| CertFailure::Invalid)?;
-            let chain: Vec<X509> = cert.chain_der.iter().filter_map(|d| X509::from_der(d).ok()).collect();
-            rt.store.load().verify(&leaf, &chain, self.skew_secs).map(|v| v.revocation_unknown)
+            let chain: Vec<X509> = cert
+                .chain_der
+                .iter()
+                .filter_map(|d| X509::from_der(d).ok())
+                .collect();
+            rt.store
+                .load()
+                .verify(&leaf, &chain, self.skew_secs)
+                .map(|v| v.revocation_unknown)
         });
         match verdict {
             Ok(true) => {
-                self.metrics.crl_updates.with_label_values(&["check", "unknown_soft_pass"]).inc();
+                self.metrics
+                    .crl_updates
+                    .with_label_values(&["check", "unknown_soft_pass"])
+                    .inc();
                 Ok(())
             }
             Ok(false) => Ok(()),
@@ -227,18 +259,29 @@ impl Filter for ClientCertFilter {
             .and_then(|dn| dn.into_iter().find(|(k, _)| k == "CN").map(|(_, v)| v))
             .unwrap_or_else(|| "unknown".to_owned());
         // the issuer is a trusted CA here, so the label set is bounded by the CA bundle
-        self.metrics.client_cert_expiry_days.with_label_values(&[&issuer_cn]).observe(days);
+        self.metrics
+            .client_cert_expiry_days
+            .with_label_values(&[&issuer_cn])
+            .observe(days);
         let soonest = &self.metrics.client_cert_soonest_expiry;
         if soonest.get() == 0 || cert.not_after < soonest.get() {
             soonest.set(cert.not_after);
         }
-        forward_headers(&self.forward, &self.pem_header, &cert, &mut ctx.upstream_headers);
+        forward_headers(
+            &self.forward,
+            &self.pem_header,
+            &cert,
+            &mut ctx.upstream_headers,
+        );
         ctx.client_cert = Some(cert);
         Verdict::Continue
     }
 
     fn owned_headers(&self) -> Vec<HeaderName> {
-        let mut v: Vec<HeaderName> = CERT_HEADERS.iter().map(|h| HeaderName::from_static(h)).collect();
+        let mut v: Vec<HeaderName> = CERT_HEADERS
+            .iter()
+            .map(|h| HeaderName::from_static(h))
+            .collect();
         v.push(self.pem_header.clone());
         v
     }

@@ -17,7 +17,12 @@ pub const CERT_HEADERS: &[&str] = &[
 ];
 
 /// Add the forwarding headers for `c` to `out`.
-pub fn forward_headers(cfg: &CertForward, pem_header: &HeaderName, c: &ClientCert, out: &mut UpstreamHeaders) {
+pub fn forward_headers(
+    cfg: &CertForward,
+    pem_header: &HeaderName,
+    c: &ClientCert,
+    out: &mut UpstreamHeaders,
+) {
     let mut push = |name: HeaderName, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             out.push((name, v));
@@ -29,10 +34,15 @@ pub fn forward_headers(cfg: &CertForward, pem_header: &HeaderName, c: &ClientCer
             push(HeaderName::from_static("client-cert"), sf_binary(&c.der));
             if cfg.chain && !c.chain_der.is_empty() {
                 let chain: Vec<String> = c.chain_der.iter().map(|d| sf_binary(d)).collect();
-                push(HeaderName::from_static("client-cert-chain"), chain.join(", "));
+                push(
+                    HeaderName::from_static("client-cert-chain"),
+                    chain.join(", "),
+                );
             }
         }
-        CertForwardFormat::Xfcc => push(HeaderName::from_static("x-forwarded-client-cert"), xfcc(c)),
+        CertForwardFormat::Xfcc => {
+            push(HeaderName::from_static("x-forwarded-client-cert"), xfcc(c))
+        }
         CertForwardFormat::Pem => push(pem_header.clone(), url_escape(&pem(&c.der))),
     }
 }
@@ -44,7 +54,11 @@ fn sf_binary(der: &[u8]) -> String {
 
 /// Envoy's XFCC element: `Hash=<hex sha256>;Subject="…";URI=…;DNS=…`.
 fn xfcc(c: &ClientCert) -> String {
-    let mut s = format!("Hash={};Subject=\"{}\"", c.sha256_hex(), c.subject.replace('"', "\\\""));
+    let mut s = format!(
+        "Hash={};Subject=\"{}\"",
+        c.sha256_hex(),
+        c.subject.replace('"', "\\\"")
+    );
     for u in &c.san_uri {
         s.push_str(&format!(";URI={}", xfcc_value(u)));
     }
@@ -101,17 +115,37 @@ mod tests {
         };
         let name = HeaderName::from_static("x-ssl-client-cert");
         let mut out = Vec::new();
-        let cfg = CertForward { format: CertForwardFormat::Rfc9440, chain: true, header: None };
+        let cfg = CertForward {
+            format: CertForwardFormat::Rfc9440,
+            chain: true,
+            header: None,
+        };
         forward_headers(&cfg, &name, &c, &mut out);
         assert_eq!(out[0].1, ":AQID:");
         assert_eq!(out[1].1, ":BAU=:");
         out.clear();
-        let cfg = CertForward { format: CertForwardFormat::Xfcc, chain: false, header: None };
+        let cfg = CertForward {
+            format: CertForwardFormat::Xfcc,
+            chain: false,
+            header: None,
+        };
         forward_headers(&cfg, &name, &c, &mut out);
-        assert!(out[0].1.to_str().unwrap_or_default().ends_with(";Subject=\"CN=a, O=b\";URI=spiffe://x/y"));
+        assert!(out[0]
+            .1
+            .to_str()
+            .unwrap_or_default()
+            .ends_with(";Subject=\"CN=a, O=b\";URI=spiffe://x/y"));
         out.clear();
-        let cfg = CertForward { format: CertForwardFormat::Pem, chain: false, header: None };
+        let cfg = CertForward {
+            format: CertForwardFormat::Pem,
+            chain: false,
+            header: None,
+        };
         forward_headers(&cfg, &name, &c, &mut out);
-        assert!(out[0].1.to_str().unwrap_or_default().starts_with("-----BEGIN%20CERTIFICATE-----%0AAQID%0A"));
+        assert!(out[0]
+            .1
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("-----BEGIN%20CERTIFICATE-----%0AAQID%0A"));
     }
 }

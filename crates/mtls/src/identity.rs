@@ -68,7 +68,10 @@ fn unescape(v: &str) -> String {
 
 /// Hex thumbprint as written by APIM or `openssl x509 -fingerprint`: any case, optional colons.
 pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
-    let clean: String = s.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect();
+    let clean: String = s
+        .chars()
+        .filter(|c| *c != ':' && !c.is_whitespace())
+        .collect();
     hex::decode(clean.to_ascii_lowercase()).map_err(|e| format!("{s:?}: {e}"))
 }
 
@@ -229,44 +232,104 @@ mod tests {
         let c = cert();
         let cases: Vec<(Identity, Identity)> = vec![
             (
-                Identity { thumbprint_sha256: Some("AB:".repeat(31) + "AB"), ..Default::default() },
-                Identity { thumbprint_sha256: Some("ab".repeat(31) + "ac"), ..Default::default() },
+                Identity {
+                    thumbprint_sha256: Some("AB:".repeat(31) + "AB"),
+                    ..Default::default()
+                },
+                Identity {
+                    thumbprint_sha256: Some("ab".repeat(31) + "ac"),
+                    ..Default::default()
+                },
             ),
             (
-                Identity { thumbprint_sha1: Some("CD".repeat(20)), ..Default::default() },
-                Identity { thumbprint_sha1: Some("cd".repeat(19) + "ce"), ..Default::default() },
+                Identity {
+                    thumbprint_sha1: Some("CD".repeat(20)),
+                    ..Default::default()
+                },
+                Identity {
+                    thumbprint_sha1: Some("cd".repeat(19) + "ce"),
+                    ..Default::default()
+                },
             ),
             (
-                Identity { serial: Some("0a:1b".into()), ..Default::default() },
-                Identity { serial: Some("0a1c".into()), ..Default::default() },
+                Identity {
+                    serial: Some("0a:1b".into()),
+                    ..Default::default()
+                },
+                Identity {
+                    serial: Some("0a1c".into()),
+                    ..Default::default()
+                },
             ),
             (
-                Identity { subject: Some("c=DE,o=Partner A,cn=partner-a".into()), ..Default::default() },
-                Identity { subject: Some("CN=Partner-a, O=Partner A, C=DE".into()), ..Default::default() },
+                Identity {
+                    subject: Some("c=DE,o=Partner A,cn=partner-a".into()),
+                    ..Default::default()
+                },
+                Identity {
+                    subject: Some("CN=Partner-a, O=Partner A, C=DE".into()),
+                    ..Default::default()
+                },
             ),
             (
-                Identity { common_name: Some("partner-a".into()), ..Default::default() },
-                Identity { common_name: Some("partner-b".into()), ..Default::default() },
+                Identity {
+                    common_name: Some("partner-a".into()),
+                    ..Default::default()
+                },
+                Identity {
+                    common_name: Some("partner-b".into()),
+                    ..Default::default()
+                },
             ),
             (
-                Identity { issuer_subject: Some("O=Gatehouse Dev, CN=Gatehouse Dev Intermediate".into()), ..Default::default() },
-                Identity { issuer_subject: Some("CN=Gatehouse Dev Intermediate".into()), ..Default::default() },
+                Identity {
+                    issuer_subject: Some("O=Gatehouse Dev, CN=Gatehouse Dev Intermediate".into()),
+                    ..Default::default()
+                },
+                Identity {
+                    issuer_subject: Some("CN=Gatehouse Dev Intermediate".into()),
+                    ..Default::default()
+                },
             ),
             (
-                Identity { issuer_thumbprint_sha256: Some("11".repeat(32)), ..Default::default() },
-                Identity { issuer_thumbprint_sha256: Some("12".repeat(32)), ..Default::default() },
+                Identity {
+                    issuer_thumbprint_sha256: Some("11".repeat(32)),
+                    ..Default::default()
+                },
+                Identity {
+                    issuer_thumbprint_sha256: Some("12".repeat(32)),
+                    ..Default::default()
+                },
             ),
             (
-                Identity { san_dns: Some("*.partner-a.example".into()), ..Default::default() },
-                Identity { san_dns: Some("*.example".into()), ..Default::default() },
+                Identity {
+                    san_dns: Some("*.partner-a.example".into()),
+                    ..Default::default()
+                },
+                Identity {
+                    san_dns: Some("*.example".into()),
+                    ..Default::default()
+                },
             ),
             (
-                Identity { san_uri: Some("spiffe://partner-a.example/ns/prod/*".into()), ..Default::default() },
-                Identity { san_uri: Some("spiffe://partner-a.example/ns/dev/*".into()), ..Default::default() },
+                Identity {
+                    san_uri: Some("spiffe://partner-a.example/ns/prod/*".into()),
+                    ..Default::default()
+                },
+                Identity {
+                    san_uri: Some("spiffe://partner-a.example/ns/dev/*".into()),
+                    ..Default::default()
+                },
             ),
             (
-                Identity { san_email: Some("ops@partner-a.example".into()), ..Default::default() },
-                Identity { san_email: Some("Ops@partner-a.example".into()), ..Default::default() },
+                Identity {
+                    san_email: Some("ops@partner-a.example".into()),
+                    ..Default::default()
+                },
+                Identity {
+                    san_email: Some("Ops@partner-a.example".into()),
+                    ..Default::default()
+                },
             ),
         ];
         for (yes, no) in cases {

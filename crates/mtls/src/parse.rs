@@ -69,7 +69,11 @@ pub struct ParseError(String);
 
 /// Extract everything the filters need from the leaf DER and the DERs the client sent.
 /// `issuer_der` is the certificate that issued the leaf, when verification found it.
-pub fn parse(der: &[u8], chain_der: Vec<Vec<u8>>, issuer_der: Option<&[u8]>) -> Result<ClientCert, ParseError> {
+pub fn parse(
+    der: &[u8],
+    chain_der: Vec<Vec<u8>>,
+    issuer_der: Option<&[u8]>,
+) -> Result<ClientCert, ParseError> {
     let (_, x) = X509Certificate::from_der(der).map_err(|e| ParseError(e.to_string()))?;
     let subject = dn_of(x.subject());
     let issuer = dn_of(x.issuer());

@@ -139,14 +139,20 @@ impl TrustStore {
 
     /// Verify `leaf` with the intermediates the client sent. `skew_secs` widens the leaf's
     /// validity window on both sides.
-    pub fn verify(&self, leaf: &X509, chain: &[X509], skew_secs: i64) -> Result<Verified, CertFailure> {
+    pub fn verify(
+        &self,
+        leaf: &X509,
+        chain: &[X509],
+        skew_secs: i64,
+    ) -> Result<Verified, CertFailure> {
         match self.verify_with(&self.store, leaf, chain, skew_secs) {
             Err(CertFailure::RevocationUnknown) if self.soft_revocation => {
                 let store = self.store_no_crl.as_ref().unwrap_or(&self.store);
-                self.verify_with(store, leaf, chain, skew_secs).map(|v| Verified {
-                    revocation_unknown: true,
-                    ..v
-                })
+                self.verify_with(store, leaf, chain, skew_secs)
+                    .map(|v| Verified {
+                        revocation_unknown: true,
+                        ..v
+                    })
             }
             other => other,
         }
@@ -207,7 +213,10 @@ fn is_time_error(e: X509VerifyResult) -> bool {
 fn validity(c: &X509) -> Option<(i64, i64)> {
     let der = c.to_der().ok()?;
     let (_, x) = x509_parser::parse_x509_certificate(&der).ok()?;
-    Some((x.validity().not_before.timestamp(), x.validity().not_after.timestamp()))
+    Some((
+        x.validity().not_before.timestamp(),
+        x.validity().not_after.timestamp(),
+    ))
 }
 
 fn unix_now() -> i64 {

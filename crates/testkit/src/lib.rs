@@ -1,1 +1,276 @@
-//! gatehouse-testkit
+//! Test harness: a PKI generated at test time, real upstreams on loopback, and the real
+//! Gatehouse (in-process, real TLS, real HTTP) on OS-assigned ports with a shutdown the
+//! test controls.
+//!
+//! ```ignore
+//! let pki = TestPki::new();
+//! let up = Upstream::start().await;
+//! let gh = Proxy::start(&Proxy::mtls_yaml(&pki, "required", &up, "")).await;
+//! let res = pki.client(Some(&pki.pki.partner_a)).get(gh.url("/api/x")).send().await?;
+//! ```
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use async_trait::async_trait;
+use gatehouse_devauth::pki::{issue, CertSpec, Issued, Pki};
+use gatehouse_devauth::serve::{self, Req};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use gatehouse_devauth;
+
+/// A PKI written to a temporary directory (config files need paths).
+pub struct TestPki {
+    pub pki: Pki,
+    pub dir: PathBuf,
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn temp_dir(prefix: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "gatehouse-{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+impl TestPki {
+    /// A fresh PKI: root → intermediate → server (localhost), partner-a, partner-b.
+    pub fn new() -> Self {
+        let pki = Pki::generate().expect("pki");
+        let dir = temp_dir("pki");
+        pki.write(&dir).expect("write pki");
+        Self { pki, dir }
+    }
+
+    /// Path of a file in the PKI directory.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// Issue another certificate from `issuer` (the intermediate when `None`).
+    pub fn issue(&self, spec: &CertSpec, issuer: Option<&Issued>) -> Issued {
+        issue(spec, Some(issuer.unwrap_or(&self.pki.intermediate))).expect("issue")
+    }
+
+    /// Write a certificate (with chain) and key under `name`.pem / `name`.key.
+    pub fn save(&self, name: &str, c: &Issued) -> (String, String) {
+        let cert = self.path(&format!("{name}.pem"));
+        let key = self.path(&format!("{name}.key"));
+        std::fs::write(&cert, c.chain_pem().unwrap()).unwrap();
+        std::fs::write(&key, c.key_pem().unwrap()).unwrap();
+        (cert, key)
+    }
+
+    /// An HTTPS client trusting the root, presenting `cert` if given (HTTP/1.1).
+    pub fn client(&self, cert: Option<&Issued>) -> reqwest::Client {
+        self.client_builder(cert).build().expect("client")
+    }
+
+    /// Like [`TestPki::client`], for further settings.
+    pub fn client_builder(&self, cert: Option<&Issued>) -> reqwest::ClientBuilder {
+        let root = reqwest::Certificate::from_pem(&self.pki.root.cert_pem().unwrap()).unwrap();
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(root)
+            .tls_built_in_root_certs(false)
+            .timeout(Duration::from_secs(20))
+            .http1_only();
+        if let Some(c) = cert {
+            let id =
+                reqwest::Identity::from_pkcs8_pem(&c.chain_pem().unwrap(), &c.key_pem().unwrap())
+                    .unwrap();
+            b = b.identity(id);
+        }
+        b
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What an upstream saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub headers: http::HeaderMap,
+}
+
+/// A real HTTP upstream on loopback that records every request and echoes its headers.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Start an echo upstream.
+    pub async fn start() -> Self {
+        Self::start_with_delay(Duration::ZERO).await
+    }
+
+    /// Start an upstream that waits `delay` before answering.
+    pub async fn start_with_delay(delay: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let rec = seen.clone();
+        let echo = serve::echo_handler();
+        let h = serve::handler(move |r: Req| {
+            let rec = rec.clone();
+            let echo = echo.clone();
+            async move {
+                rec.lock().unwrap().push(Seen {
+                    path: r.parts.uri.path().to_owned(),
+                    headers: r.parts.headers.clone(),
+                });
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                echo(r).await
+            }
+        });
+        let task = tokio::spawn(serve::serve(listener, None, h));
+        Self { addr, seen, task }
+    }
+
+    /// Number of requests received.
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// The last request received.
+    pub fn last(&self) -> Option<Seen> {
+        self.seen.lock().unwrap().last().cloned()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct TestShutdown(Arc<tokio::sync::Notify>);
+
+#[async_trait]
+impl gatehouse_app::ShutdownSignalWatchExt for TestShutdown {
+    async fn recv(&self) -> gatehouse_app::ShutdownSignal {
+        self.0.notified().await;
+        gatehouse_app::ShutdownSignal::FastShutdown
+    }
+}
+
+/// The real Gatehouse, running in this process on loopback.
+pub struct Proxy {
+    /// The first listener's address.
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Arc<tokio::sync::Notify>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Start from YAML in which `${PROXY_ADDR}` and `${ADMIN_ADDR}` are replaced with free
+    /// loopback ports (other `${VAR}`s come from `vars`). Waits until it accepts.
+    pub async fn start(yaml: &str, vars: &[(&str, String)]) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut all: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        all.push(("PROXY_ADDR".into(), addr.to_string()));
+        all.push(("ADMIN_ADDR".into(), admin.to_string()));
+        let loaded = gatehouse_config::load_str_with_env(yaml, |n| {
+            all.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
+        })
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let gh = gatehouse_app::Gatehouse::build(&loaded).unwrap_or_else(|e| panic!("build: {e}"));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let signal = TestShutdown(stop.clone());
+        let thread = std::thread::spawn(move || gh.run(Some(Box::new(signal))));
+        let proxy = Self {
+            addr,
+            admin,
+            stop,
+            thread: Some(thread),
+        };
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(self.addr).await.is_ok()
+                && tokio::net::TcpStream::connect(self.admin).await.is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("gatehouse did not start listening on {}", self.addr);
+    }
+
+    /// `https://localhost:PORT/path` on the first listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    /// `http://127.0.0.1:PORT/path` on the first listener (plain-HTTP configs).
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The admin `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one metric series (exact name with labels as rendered), 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A JSON body.
+pub async fn json(res: reqwest::Response) -> serde_json::Value {
+    res.json().await.unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,315 @@
+//! The walking skeleton, end to end over real TLS: listener client-certificate modes,
+//! routing, upstream failures, header spoofing, h2, the admin listener and `check`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use gatehouse_testkit::gatehouse_devauth::pki::CertSpec;
+use gatehouse_testkit::{json, Proxy, TestPki, Upstream};
+use std::time::Duration;
+
+fn yaml(mode: &str, routes: &str) -> String {
+    format!(
+        "version: 1
+server: {{ threads: 1, grace_period: 0s, shutdown_timeout: 0s }}
+admin: {{ listen: \"${{ADMIN_ADDR}}\" }}
+log: {{ access_log: off }}
+listeners:
+  - name: edge
+    listen: \"${{PROXY_ADDR}}\"
+    tls:
+      cert_file: ${{CERT_DIR}}/server.pem
+      key_file: ${{CERT_DIR}}/server.key
+      client_auth: {{ mode: {mode}, ca_files: [\"${{CERT_DIR}}/root-ca.pem\"] }}
+upstreams:
+  app: {{ peers: [\"${{UP}}\"], connect_timeout: 1s, read_timeout: 1s }}
+  other: {{ peers: [\"${{UP2}}\"] }}
+  dead: {{ peers: [\"${{DEAD}}\"], connect_timeout: 1s }}
+routes:
+{routes}"
+    )
+}
+
+const DEFAULT_ROUTES: &str = "  - { name: api, match: { path_prefix: /api/ }, upstream: app }\n";
+
+async fn start(pki: &TestPki, mode: &str, routes: &str, up: &Upstream, up2: &Upstream) -> Proxy {
+    let vars = [
+        ("CERT_DIR", pki.dir.display().to_string()),
+        ("UP", up.addr.to_string()),
+        ("UP2", up2.addr.to_string()),
+        (
+            "DEAD",
+            format!("127.0.0.1:{}", gatehouse_testkit::free_port()),
+        ),
+    ];
+    Proxy::start(&yaml(mode, routes), &vars).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn required_mode_rejects_missing_and_untrusted_certs_with_403_and_reason() {
+    let pki = TestPki::new();
+    let (up, up2) = (Upstream::start().await, Upstream::start().await);
+    let gh = start(&pki, "required", DEFAULT_ROUTES, &up, &up2).await;
+
+    let res = pki.client(None).get(gh.url("/api/x")).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let body = json(res).await;
+    assert_eq!(body["error"], "client_certificate_required");
+    assert!(body["error_description"].is_string());
+
+    // a certificate from a CA Gatehouse does not trust
+    let other = TestPki::new();
+    let res = pki
+        .client(Some(&other.pki.partner_a))
+        .get(gh.url("/api/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(json(res).await["error"], "unknown_ca");
+
+    // a self-signed leaf
+    let selfsigned =
+        gatehouse_testkit::gatehouse_devauth::pki::issue(&CertSpec::client("mallory"), None)
+            .unwrap();
+    let res = pki
+        .client(Some(&selfsigned))
+        .get(gh.url("/api/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(json(res).await["error"], "unknown_ca");
+    assert_eq!(up.count(), 0, "no rejected request may reach the upstream");
+
+    let res = pki
+        .client(Some(&pki.pki.partner_a))
+        .get(gh.url("/api/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(up.count(), 1);
+    assert_eq!(up.last().unwrap().path, "/api/x");
+
+    assert_eq!(
+        gh.metric("gatehouse_client_cert_rejections_total{reason=\"unknown_ca\",route=\"api\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        gh.metric(
+            "gatehouse_requests_total{outcome=\"allowed\",route=\"api\",status_class=\"2xx\"}"
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_and_not_yet_valid_certs_get_their_reason() {
+    let pki = TestPki::new();
+    let (up, up2) = (Upstream::start().await, Upstream::start().await);
+    let gh = start(&pki, "required", DEFAULT_ROUTES, &up, &up2).await;
+    let expired = pki.issue(
+        &CertSpec {
+            not_before_offset: -10 * 86400,
+            not_after_offset: -86400,
+            ..CertSpec::client("old")
+        },
+        None,
+    );
+    let future = pki.issue(
+        &CertSpec {
+            not_before_offset: 86400,
+            not_after_offset: 10 * 86400,
+            ..CertSpec::client("new")
+        },
+        None,
+    );
+    for (cert, reason) in [
+        (&expired, "certificate_expired"),
+        (&future, "certificate_not_yet_valid"),
+    ] {
+        let res = pki
+            .client(Some(cert))
+            .get(gh.url("/api/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403);
+        assert_eq!(json(res).await["error"], reason);
+    }
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn optional_mode_passes_without_cert_but_rejects_a_bad_one() {
+    let pki = TestPki::new();
+    let (up, up2) = (Upstream::start().await, Upstream::start().await);
+    let gh = start(&pki, "optional", DEFAULT_ROUTES, &up, &up2).await;
+    let res = pki.client(None).get(gh.url("/api/x")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let other = TestPki::new();
+    let res = pki
+        .client(Some(&other.pki.partner_a))
+        .get(gh.url("/api/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(json(res).await["error"], "unknown_ca");
+    assert_eq!(up.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn off_mode_does_not_ask_for_a_certificate() {
+    let pki = TestPki::new();
+    let (up, up2) = (Upstream::start().await, Upstream::start().await);
+    let gh = start(&pki, "off", DEFAULT_ROUTES, &up, &up2).await;
+    // even a certificate from an unknown CA is not requested, hence not judged
+    let other = TestPki::new();
+    let res = pki
+        .client(Some(&other.pki.partner_a))
+        .get(gh.url("/api/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(up.last().unwrap().headers.get("client-cert").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_by_host_and_longest_path_prefix() {
+    let pki = TestPki::new();
+    let (up, up2) = (Upstream::start().await, Upstream::start().await);
+    let routes = "  - { name: api, match: { path_prefix: /api/ }, upstream: app }
+  - { name: api-v2, match: { path_prefix: /api/v2/ }, upstream: other }
+  - { name: partner-host, match: { host: partner.example, path_prefix: /api/ }, upstream: other }
+";
+    let gh = start(&pki, "required", routes, &up, &up2).await;
+    let c = pki.client(Some(&pki.pki.partner_a));
+    assert_eq!(
+        c.get(gh.url("/api/v1/x")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!((up.count(), up2.count()), (1, 0));
+    assert_eq!(
+        c.get(gh.url("/api/v2/x")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!((up.count(), up2.count()), (1, 1));
+    let res = c
+        .get(gh.url("/api/v1/x"))
+        .header("host", "partner.example:443")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!((up.count(), up2.count()), (1, 2));
+    let res = c.get(gh.url("/nothing/here")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(json(res).await["error"], "no_route");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_upstream_is_502_and_slow_upstream_is_504_with_json() {
+    let pki = TestPki::new();
+    let slow = Upstream::start_with_delay(Duration::from_secs(5)).await;
+    let up2 = Upstream::start().await;
+    let routes = "  - { name: dead, match: { path_prefix: /dead/ }, upstream: dead }
+  - { name: slow, match: { path_prefix: /slow/ }, upstream: app }
+";
+    let gh = start(&pki, "required", routes, &slow, &up2).await;
+    let c = pki.client(Some(&pki.pki.partner_a));
+    let res = c.get(gh.url("/dead/x")).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(json(res).await["error"], "upstream_unavailable");
+    let res = c.get(gh.url("/slow/x")).send().await.unwrap();
+    assert_eq!(res.status(), 504);
+    assert_eq!(json(res).await["error"], "upstream_timeout");
+    assert_eq!(
+        gh.metric("gatehouse_upstream_errors_total{kind=\"connect\",route=\"dead\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gh.metric("gatehouse_upstream_errors_total{kind=\"timeout\",route=\"slow\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_supplied_gatehouse_headers_never_reach_the_upstream() {
+    let pki = TestPki::new();
+    let (up, up2) = (Upstream::start().await, Upstream::start().await);
+    let gh = start(&pki, "required", DEFAULT_ROUTES, &up, &up2).await;
+    let res = pki
+        .client(Some(&pki.pki.partner_a))
+        .get(gh.url("/api/x"))
+        .header("client-cert", ":Zm9yZ2Vk:")
+        .header("client-cert-chain", ":Zm9yZ2Vk:")
+        .header("x-forwarded-client-cert", "Hash=00;Subject=\"CN=admin\"")
+        .header("x-ssl-client-cert", "forged")
+        .header("x-forwarded-for", "10.9.9.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = up.last().unwrap().headers;
+    for h in [
+        "client-cert",
+        "client-cert-chain",
+        "x-forwarded-client-cert",
+        "x-ssl-client-cert",
+    ] {
+        assert!(
+            seen.get(h).is_none(),
+            "{h} was forwarded: {:?}",
+            seen.get(h)
+        );
+    }
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2_via_alpn_and_admin_endpoints() {
+    let pki = TestPki::new();
+    let (up, up2) = (Upstream::start().await, Upstream::start().await);
+    let gh = start(&pki, "required", DEFAULT_ROUTES, &up, &up2).await;
+    let root = reqwest::Certificate::from_pem(&pki.pki.root.cert_pem().unwrap()).unwrap();
+    let c = &pki.pki.partner_b;
+    let id =
+        reqwest::Identity::from_pkcs8_pem(&c.chain_pem().unwrap(), &c.key_pem().unwrap()).unwrap();
+    let h2 = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .identity(id)
+        .build()
+        .unwrap();
+    let res = h2.get(gh.url("/api/h2")).send().await.unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    let res = h2
+        .get(gh.url("/api/h2"))
+        .header("client-cert", ":eA==:")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(up.last().unwrap().headers.get("client-cert").is_none());
+
+    let health = reqwest::get(format!("http://{}/healthz", gh.admin))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = reqwest::get(format!("http://{}/readyz", gh.admin))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = gh.metrics().await;
+    assert!(metrics.contains("# TYPE gatehouse_request_duration_seconds histogram"));
+    assert!(metrics.contains("gatehouse_config_info{sha256=\""));
+    assert!(metrics
+        .contains("gatehouse_tls_handshakes_total{client_cert=\"verified\",listener=\"edge\"}"));
+}

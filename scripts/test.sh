@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# One command: every check and test Gatehouse has (what CI runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+echo "== rustfmt"; cargo fmt --all -- --check
+echo "== clippy"; cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== dev PKI script"
+pki=$(mktemp -d); OUT=$pki certs/gen-certs.sh >/dev/null 2>&1
+openssl verify -CAfile "$pki/root-ca.pem" -untrusted "$pki/intermediate-ca.pem" "$pki/partner-a.crt" "$pki/partner-b.crt" "$pki/server.crt"
+rm -rf "$pki"
+echo "== tests"; cargo test --workspace --quiet
+echo "== all checks passed"
