@@ -184,6 +184,9 @@ fn every_conf_example_is_valid() {
         let d = dir.display().to_string();
         let res = load_str_with_env(&text, |n| match n {
             "CERT_DIR" => Some(d.clone()),
+            "PROXY_ADDR" => Some("127.0.0.1:18443".into()),
+            "ADMIN_ADDR" => Some("127.0.0.1:19100".into()),
+            n if n.ends_with("_ADDR") => Some("127.0.0.1:18080".into()),
             _ => Some("test".into()),
         });
         assert!(
