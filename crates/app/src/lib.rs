@@ -36,14 +36,21 @@ pub enum BuildError {
     AccessLog(String),
 }
 
-/// Builds filters from their config. Holds what filters of several routes share.
+/// Builds filters from their config. Holds what filters of several routes share: one
+/// introspection client and token cache per authorization server, one JWT verifier per
+/// authorization server, Gatehouse's signing key.
 pub struct FilterFactory {
     listener_ca_files: Vec<String>,
     listener_max_depth: u32,
+    max_authorization_header: usize,
+    signer: Option<Arc<gatehouse_phantom::Signer>>,
+    auth_servers:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<gatehouse_phantom::AuthServer>>>,
+    verifiers: std::sync::Mutex<std::collections::HashMap<String, Arc<gatehouse_jwt::Verifier>>>,
 }
 
 impl FilterFactory {
-    fn new(c: &Config) -> Self {
+    fn new(c: &Config) -> Result<Self, BuildError> {
         let mut files = Vec::new();
         let mut depth = 0;
         for l in &c.listeners {
@@ -52,16 +59,156 @@ impl FilterFactory {
                 depth = depth.max(t.client_auth.max_depth);
             }
         }
-        Self {
+        let signer = match &c.token_signing {
+            Some(s) => Some(Arc::new(
+                gatehouse_phantom::Signer::from_config(s)
+                    .map_err(|e| BuildError::Config(format!("token_signing: {e}")))?,
+            )),
+            None => None,
+        };
+        Ok(Self {
             listener_ca_files: files,
             listener_max_depth: depth,
+            max_authorization_header: c.server.max_authorization_header,
+            signer,
+            auth_servers: Default::default(),
+            verifiers: Default::default(),
+        })
+    }
+
+    /// Gatehouse's public JWKS, when it signs JWTs.
+    pub fn jwks(&self) -> Option<Arc<str>> {
+        self.signer.as_ref().map(|s| s.jwks().into())
+    }
+
+    fn http_client(
+        a: &gatehouse_config::AuthorizationServer,
+        timeout: std::time::Duration,
+    ) -> Result<reqwest::Client, String> {
+        let mut b = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(64)
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &a.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("{ca}: {e}"))?;
+            for cert in
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{ca}: {e}"))?
+            {
+                b = b.add_root_certificate(cert);
+            }
         }
+        if let Some(i) = &a.introspection {
+            if i.client_auth.method == gatehouse_config::ClientAuthMethod::TlsClientAuth {
+                let (Some(cert), Some(key)) = (&i.client_auth.cert_file, &i.client_auth.key_file)
+                else {
+                    return Err("tls_client_auth needs cert_file and key_file".into());
+                };
+                let cert = std::fs::read(cert).map_err(|e| format!("{cert}: {e}"))?;
+                let key = std::fs::read(key).map_err(|e| format!("{key}: {e}"))?;
+                let id = reqwest::Identity::from_pkcs8_pem(&cert, &key)
+                    .map_err(|e| format!("client certificate: {e}"))?;
+                b = b.identity(id);
+            }
+        }
+        b.build().map_err(|e| e.to_string())
+    }
+
+    fn verifier(
+        &self,
+        name: &str,
+        a: &gatehouse_config::AuthorizationServer,
+        metrics: &Metrics,
+    ) -> Result<Option<Arc<gatehouse_jwt::Verifier>>, String> {
+        if let Some(v) = self.verifiers.lock().map_err(|_| "lock")?.get(name) {
+            return Ok(Some(v.clone()));
+        }
+        let source = match (&a.jwks_uri, &a.jwks_file) {
+            (Some(url), _) => gatehouse_jwt::KeySource::Url {
+                client: Self::http_client(a, std::time::Duration::from_secs(5))?,
+                url: url.clone(),
+            },
+            (None, Some(file)) => {
+                let text = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+                let set = serde_json::from_slice(&text)
+                    .map_err(|e| format!("{file}: not a JWKS: {e}"))?;
+                gatehouse_jwt::KeySource::Static(set)
+            }
+            (None, None) => return Ok(None),
+        };
+        let m = metrics.clone();
+        let label = name.to_owned();
+        let store = gatehouse_jwt::KeyStore::new(
+            source,
+            a.jwks_min_refresh.0,
+            Box::new(move |result| m.jwks_refreshes.with_label_values(&[&label, result]).inc()),
+        );
+        let secret = match (&a.hmac_secret_file, &a.hmac_secret_env) {
+            (None, None) => None,
+            (f, e) => Some(gatehouse_config::read_secret(f.as_deref(), e.as_deref())?),
+        };
+        let v = Arc::new(gatehouse_jwt::Verifier::new(
+            Arc::new(store),
+            &a.algorithms,
+            a.issuer.clone(),
+            a.leeway.0,
+            secret.as_deref().map(str::as_bytes),
+        ));
+        self.verifiers
+            .lock()
+            .map_err(|_| "lock")?
+            .insert(name.to_owned(), v.clone());
+        Ok(Some(v))
+    }
+
+    fn auth_server(
+        &self,
+        c: &Config,
+        name: &str,
+        metrics: &Metrics,
+    ) -> Result<Arc<gatehouse_phantom::AuthServer>, String> {
+        if let Some(s) = self.auth_servers.lock().map_err(|_| "lock")?.get(name) {
+            return Ok(s.clone());
+        }
+        let a = c
+            .authorization_servers
+            .get(name)
+            .ok_or_else(|| format!("unknown authorization server {name}"))?;
+        let i = a
+            .introspection
+            .as_ref()
+            .ok_or_else(|| format!("{name} has no introspection endpoint"))?;
+        let verifier = self.verifier(name, a, metrics)?;
+        let introspector = gatehouse_phantom::Introspector::new(
+            Self::http_client(a, i.timeout.0)?,
+            i.url.clone(),
+            i.accept,
+            gatehouse_phantom::ClientAuth::from_config(&i.client_auth)?,
+            verifier,
+        );
+        let server = Arc::new(gatehouse_phantom::AuthServer::new(
+            name.to_owned(),
+            introspector,
+            Arc::new(gatehouse_phantom::MokaCache::new(a.cache.max_entries)),
+            gatehouse_phantom::CachePolicy {
+                max_ttl: a.cache.max_ttl.0,
+                negative_ttl: a.cache.negative_ttl.0,
+                stale_if_error: a.cache.stale_if_error.map(|d| d.0),
+            },
+            self.signer.clone(),
+            metrics.clone(),
+        ));
+        self.auth_servers
+            .lock()
+            .map_err(|_| "lock")?
+            .insert(name.to_owned(), server.clone());
+        Ok(server)
     }
 
     /// One filter instance for one route.
     pub fn build(
         &self,
-        _c: &Config,
+        c: &Config,
         f: &FilterConfig,
         metrics: &Metrics,
     ) -> Result<Box<dyn Filter>, String> {
@@ -74,6 +221,14 @@ impl FilterFactory {
             )
             .map(|f| Box::new(f) as Box<dyn Filter>)
             .map_err(|e| e.to_string()),
+            FilterConfig::PhantomToken(p) => {
+                let server = self.auth_server(c, &p.authorization_server, metrics)?;
+                Ok(Box::new(gatehouse_phantom::PhantomTokenFilter::new(
+                    server,
+                    p.forward_jwt,
+                    self.max_authorization_header,
+                )))
+            }
             other => Err(format!(
                 "the {} filter is not available in this build",
                 other.kind()
@@ -97,7 +252,7 @@ impl Gatehouse {
         let metrics = Metrics::new();
         metrics.set_config_hash(&loaded.hash);
         metrics.config_reloads.with_label_values(&["success"]).inc();
-        let factory = FilterFactory::new(c);
+        let factory = FilterFactory::new(c)?;
         let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(
             c, &metrics, &factory,
         )?));
@@ -142,7 +297,7 @@ impl Gatehouse {
             let app = Admin {
                 metrics: metrics.clone(),
                 ready,
-                jwks: None,
+                jwks: factory.jwks(),
             };
             let mut svc = Service::new("gatehouse admin".to_owned(), HttpServer::new_app(app));
             svc.add_tcp(&a.listen.to_string());

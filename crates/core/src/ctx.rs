@@ -8,7 +8,7 @@ use std::sync::Arc;
 pub struct TokenInfo {
     /// The verified claims (introspection result or JWT payload). Never contains the
     /// opaque token itself.
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub claims: Arc<serde_json::Map<String, serde_json::Value>>,
     /// The JWT forwarded upstream as `Authorization: Bearer …`, if the filter replaces the
     /// client's token (phantom token).
     pub upstream_jwt: Option<Arc<str>>,

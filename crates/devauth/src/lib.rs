@@ -4,5 +4,6 @@
 //! JWKS, RFC 7009 revocation).
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod pki;
 pub mod serve;

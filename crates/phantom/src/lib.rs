@@ -1,1 +1,325 @@
-//! gatehouse-phantom
+//! The phantom-token filter (seed 003, Curity's pattern): the partner holds an opaque
+//! token; Gatehouse introspects it (RFC 7662, preferring RFC 9701 signed responses), caches
+//! the answer, and forwards a JWT that only the internal network ever sees.
+#![forbid(unsafe_code)]
+
+mod cache;
+mod introspect;
+mod signer;
+
+pub use cache::{ActiveToken, CachedToken, Lookup, MokaCache, TokenCache, TokenKey};
+pub use introspect::{
+    classify, client_assertion, signing_key, Body, ClientAuth, IntrospectError, Introspected,
+    Introspector,
+};
+pub use signer::{public_jwks, Signer};
+
+use async_trait::async_trait;
+use gatehouse_config::ForwardJwt;
+use gatehouse_core::{
+    bearer_token, BearerError, Filter, Rejection, RequestCtx, TokenInfo, Verdict,
+};
+use gatehouse_metrics::Metrics;
+use http::{HeaderName, HeaderValue, StatusCode};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Cache policy of one authorization server.
+#[derive(Debug, Clone)]
+pub struct CachePolicy {
+    pub max_ttl: Duration,
+    pub negative_ttl: Duration,
+    pub stale_if_error: Option<Duration>,
+}
+
+/// One authorization server as the phantom-token filters of every route see it: one
+/// introspection client and one cache, shared.
+pub struct AuthServer {
+    pub name: String,
+    introspector: Introspector,
+    cache: Arc<dyn TokenCache>,
+    /// Single-flight for refreshes of stale entries (short-lived).
+    refresh: MokaCache,
+    policy: CachePolicy,
+    signer: Option<Arc<Signer>>,
+    metrics: Metrics,
+}
+
+impl AuthServer {
+    pub fn new(
+        name: String,
+        introspector: Introspector,
+        cache: Arc<dyn TokenCache>,
+        policy: CachePolicy,
+        signer: Option<Arc<Signer>>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            name,
+            introspector,
+            cache,
+            refresh: MokaCache::new(10_000),
+            policy,
+            signer,
+            metrics,
+        }
+    }
+
+    /// Introspect and turn the answer into a cache entry.
+    async fn load(
+        &self,
+        token: &str,
+        forward: ForwardJwt,
+    ) -> Result<Arc<CachedToken>, IntrospectError> {
+        let started = Instant::now();
+        let res = self.introspector.introspect(token).await;
+        self.metrics
+            .introspection_duration
+            .observe(started.elapsed().as_secs_f64());
+        let result = match &res {
+            Ok(Introspected::Active { .. }) => "active",
+            Ok(Introspected::Inactive) => "inactive",
+            Err(e) => e.result(),
+        };
+        self.metrics
+            .introspection_requests
+            .with_label_values(&[result])
+            .inc();
+        let now = gatehouse_jwt::now();
+        let entry = match res? {
+            Introspected::Inactive => CachedToken {
+                active: None,
+                fresh_until: Instant::now() + self.policy.negative_ttl,
+                keep_for: self.policy.negative_ttl,
+            },
+            Introspected::Active {
+                claims,
+                jwt,
+                max_age,
+            } => {
+                let exp = claims.get("exp").and_then(|v| v.as_i64());
+                if exp.is_some_and(|e| e <= now) {
+                    // an AS that says active for an expired token is not believed
+                    return Ok(Arc::new(CachedToken {
+                        active: None,
+                        fresh_until: Instant::now() + self.policy.negative_ttl,
+                        keep_for: self.policy.negative_ttl,
+                    }));
+                }
+                let jwt: Arc<str> = match (forward, jwt, &self.signer) {
+                    (ForwardJwt::AsIssued, Some(j), _) => j.into(),
+                    (ForwardJwt::SignedByGatehouse, _, Some(s)) => s
+                        .sign(&claims)
+                        .map_err(|_| IntrospectError::BadResponse("cannot sign the upstream JWT"))?
+                        .into(),
+                    _ => return Err(IntrospectError::BadResponse("no JWT to forward")),
+                };
+                let mut ttl = self.policy.max_ttl;
+                if let Some(e) = exp {
+                    ttl = ttl.min(Duration::from_secs((e - now).max(0) as u64));
+                }
+                if let Some(m) = max_age {
+                    ttl = ttl.min(m);
+                }
+                let until_exp = exp
+                    .map(|e| Duration::from_secs((e - now).max(0) as u64))
+                    .unwrap_or(ttl);
+                let keep = match self.policy.stale_if_error {
+                    Some(stale) => (ttl + stale).min(until_exp.max(ttl)),
+                    None => ttl,
+                };
+                CachedToken {
+                    active: Some(ActiveToken {
+                        claims: Arc::new(claims),
+                        jwt,
+                        exp,
+                    }),
+                    fresh_until: Instant::now() + ttl,
+                    keep_for: keep,
+                }
+            }
+        };
+        Ok(Arc::new(entry))
+    }
+
+    /// The state of `token`: from the cache when fresh, else introspected (one call per
+    /// token however many requests ask at once).
+    pub async fn lookup(
+        &self,
+        token: &str,
+        forward: ForwardJwt,
+    ) -> Result<Arc<CachedToken>, IntrospectError> {
+        let key: TokenKey = Sha256::digest(token.as_bytes()).into();
+        let count = |r: &str| self.metrics.token_cache.with_label_values(&[r]).inc();
+        if let Some(e) = self.cache.get(&key).await {
+            if Instant::now() < e.fresh_until {
+                count(if e.active.is_some() {
+                    "hit"
+                } else {
+                    "negative_hit"
+                });
+                return Ok(e);
+            }
+            // stale: refresh once (single-flight), fall back to the stale entry on error
+            let refreshed = self
+                .refresh
+                .get_or_load(key, Box::pin(self.load(token, forward)))
+                .await;
+            return match refreshed {
+                Ok((fresh, _)) => {
+                    self.cache.insert(key, fresh.clone()).await;
+                    self.refresh_done(&key).await;
+                    count("miss");
+                    Ok(fresh)
+                }
+                Err(err) => {
+                    let usable = e
+                        .active
+                        .as_ref()
+                        .is_some_and(|a| a.exp.is_none_or(|x| x > gatehouse_jwt::now()));
+                    if usable {
+                        count("stale");
+                        Ok(e)
+                    } else {
+                        Err(err)
+                    }
+                }
+            };
+        }
+        let (e, how) = self
+            .cache
+            .get_or_load(key, Box::pin(self.load(token, forward)))
+            .await?;
+        count(match how {
+            Lookup::Miss => "miss",
+            Lookup::Coalesced => "coalesced",
+            Lookup::Hit => "hit",
+        });
+        self.metrics
+            .token_cache_entries
+            .with_label_values(&[&self.name])
+            .set(self.cache.entry_count() as i64);
+        Ok(e)
+    }
+
+    async fn refresh_done(&self, key: &TokenKey) {
+        // the refresh slot only coalesces concurrent refreshes; drop it once done
+        self.refresh
+            .insert(
+                *key,
+                Arc::new(CachedToken {
+                    active: None,
+                    fresh_until: Instant::now(),
+                    keep_for: Duration::from_millis(1),
+                }),
+            )
+            .await;
+    }
+}
+
+/// The `phantom_token` filter.
+pub struct PhantomTokenFilter {
+    server: Arc<AuthServer>,
+    forward: ForwardJwt,
+    max_header: usize,
+}
+
+impl PhantomTokenFilter {
+    pub fn new(server: Arc<AuthServer>, forward: ForwardJwt, max_header: usize) -> Self {
+        Self {
+            server,
+            forward,
+            max_header,
+        }
+    }
+}
+
+/// The RFC 6750 rejection for a bad `Authorization` header.
+pub fn bearer_rejection(e: BearerError) -> Rejection {
+    match e {
+        BearerError::Missing => Rejection::bearer_missing(),
+        BearerError::Duplicated => Rejection::bearer(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "duplicate_authorization",
+            "more than one Authorization header",
+        ),
+        BearerError::TooLong => Rejection::bearer(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "authorization_too_long",
+            "the Authorization header is too long",
+        ),
+        BearerError::Malformed => Rejection::bearer(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "malformed_authorization",
+            "the Authorization header is not a Bearer token",
+        ),
+    }
+}
+
+#[async_trait]
+impl Filter for PhantomTokenFilter {
+    fn name(&self) -> &'static str {
+        "phantom_token"
+    }
+
+    async fn check(&self, req: &http::request::Parts, ctx: &mut RequestCtx) -> Verdict {
+        let values = req
+            .headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .map(|v| v.as_bytes());
+        let token = match bearer_token(values, self.max_header) {
+            Ok(t) => t,
+            Err(e) => return Verdict::Reject(bearer_rejection(e)),
+        };
+        let entry = match self.server.lookup(token, self.forward).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(authorization_server = %self.server.name, "introspection failed: {e}");
+                return Verdict::Reject(Rejection::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the authorization server is unavailable",
+                ));
+            }
+        };
+        let Some(active) = &entry.active else {
+            return Verdict::Reject(Rejection::bearer(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "token_inactive",
+                "the access token is not active",
+            ));
+        };
+        if active.exp.is_some_and(|e| e <= gatehouse_jwt::now()) {
+            return Verdict::Reject(Rejection::bearer(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "token_expired",
+                "the access token has expired",
+            ));
+        }
+        let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", active.jwt)) else {
+            return Verdict::Reject(Rejection::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_upstream_token",
+                "the upstream token is not a valid header value",
+            ));
+        };
+        ctx.upstream_headers
+            .push((http::header::AUTHORIZATION, value));
+        ctx.token = Some(TokenInfo {
+            claims: active.claims.clone(),
+            upstream_jwt: Some(active.jwt.clone()),
+        });
+        Verdict::Continue
+    }
+
+    fn owned_headers(&self) -> Vec<HeaderName> {
+        vec![http::header::AUTHORIZATION]
+    }
+}

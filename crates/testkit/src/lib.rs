@@ -274,3 +274,93 @@ impl Drop for Proxy {
 pub async fn json(res: reqwest::Response) -> serde_json::Value {
     res.json().await.unwrap_or(serde_json::Value::Null)
 }
+
+/// The dev authorization server on loopback (HTTPS with optional client certificates).
+pub struct AuthServer {
+    pub addr: SocketAddr,
+    pub state: Arc<gatehouse_devauth::authz::DevAuth>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AuthServer {
+    /// Start with these clients; `issuer` is `https://localhost:PORT`.
+    pub async fn start(pki: &TestPki, clients: Vec<gatehouse_devauth::authz::DevClient>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cfg = gatehouse_devauth::authz::DevAuthConfig {
+            issuer: format!("https://localhost:{}", addr.port()),
+            token_ttl: 300,
+            audience: None,
+            clients,
+        };
+        let state = gatehouse_devauth::authz::DevAuth::new(cfg).unwrap();
+        let tls = gatehouse_devauth::authz::acceptor(
+            &pki.pki.server.chain_pem().unwrap(),
+            &pki.pki.server.key_pem().unwrap(),
+            &pki.pki.root.cert_pem().unwrap(),
+        )
+        .unwrap();
+        let task = tokio::spawn(state.clone().serve(listener, Some(tls)));
+        Self { addr, state, task }
+    }
+
+    /// `https://localhost:PORT`.
+    pub fn issuer(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// Get a token with `client_credentials` + `tls_client_auth` using `cert`.
+    pub async fn token(&self, pki: &TestPki, cert: &Issued) -> String {
+        let res = pki
+            .client(Some(cert))
+            .post(format!("{}/oauth/token", self.issuer()))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "token endpoint refused the client");
+        json(res).await["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Introspection calls received so far.
+    pub fn introspections(&self) -> usize {
+        self.state.introspections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for AuthServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A registered partner client (tls_client_auth by subject).
+pub fn partner_client(id: &str, scope: &str) -> gatehouse_devauth::authz::DevClient {
+    gatehouse_devauth::authz::DevClient {
+        client_id: id.to_owned(),
+        subject: Some(format!("CN={id}, O={id} Ltd")),
+        scope: scope.to_owned(),
+        roles: vec!["service-api".to_owned()],
+        ..Default::default()
+    }
+}
+
+/// The gateway client allowed to introspect (secret `gateway-secret`).
+pub fn gateway_client() -> gatehouse_devauth::authz::DevClient {
+    gatehouse_devauth::authz::DevClient {
+        client_id: "gateway".to_owned(),
+        secret: Some("gateway-secret".to_owned()),
+        introspect: true,
+        ..Default::default()
+    }
+}
+
+/// Decode a JWT's payload without verifying it (to look at what the upstream got).
+pub fn jwt_payload(jwt: &str) -> serde_json::Value {
+    use base64::Engine;
+    let p = jwt.split('.').nth(1).unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(p)
+        .unwrap_or_default();
+    serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,679 @@
+//! Phantom token end to end: partner cert → dev authorization server token → Gatehouse
+//! introspects (RFC 7662 / RFC 9701) → JWT upstream; cache, single-flight, failures.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use base64::Engine;
+use gatehouse_testkit::gatehouse_devauth::authz::DevClient;
+use gatehouse_testkit::{
+    gateway_client, json, jwt_payload, partner_client, AuthServer, Proxy, TestPki, Upstream,
+};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+struct Setup {
+    pki: TestPki,
+    up: Upstream,
+    auth: AuthServer,
+}
+
+async fn setup(extra_clients: Vec<DevClient>) -> Setup {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let mut clients = vec![
+        partner_client("partner-a", "transactions"),
+        partner_client("partner-b", "transactions"),
+        gateway_client(),
+    ];
+    clients.extend(extra_clients);
+    let auth = AuthServer::start(&pki, clients).await;
+    Setup { pki, up, auth }
+}
+
+/// A config with one `/api/` route: client_cert → phantom_token.
+fn yaml(accept: &str, client_auth: &str, forward: &str, cache: &str, extra_top: &str) -> String {
+    format!(
+        "version: 1
+server: {{ threads: 2, grace_period: 0s, shutdown_timeout: 0s }}
+admin: {{ listen: \"${{ADMIN_ADDR}}\" }}
+log: {{ access_log: off }}
+{extra_top}
+listeners:
+  - name: edge
+    listen: \"${{PROXY_ADDR}}\"
+    tls:
+      cert_file: ${{CERT_DIR}}/server.pem
+      key_file: ${{CERT_DIR}}/server.key
+      client_auth: {{ mode: required, ca_files: [\"${{CERT_DIR}}/root-ca.pem\"] }}
+authorization_servers:
+  dev:
+    issuer: ${{ISSUER}}
+    jwks_uri: ${{ISSUER}}/oauth/jwks
+    ca_file: ${{CERT_DIR}}/root-ca.pem
+    algorithms: [ES256]
+    introspection:
+      url: ${{INTROSPECT_URL}}
+      accept: {accept}
+      timeout: 500ms
+      client_auth: {client_auth}
+    cache: {cache}
+upstreams:
+  app: {{ peers: [\"${{UP}}\"] }}
+routes:
+  - name: api
+    match: {{ path_prefix: /api/ }}
+    upstream: app
+    filters:
+      - kind: client_cert
+      - kind: phantom_token
+        authorization_server: dev
+        forward_jwt: {forward}
+"
+    )
+}
+
+const BASIC: &str =
+    "{ method: client_secret_basic, client_id: gateway, client_secret_env: GH_TEST_SECRET }";
+const CACHE: &str = "{ max_ttl: 60s, negative_ttl: 1s }";
+
+async fn start(s: &Setup, yaml: &str, vars: &[(&str, String)]) -> Proxy {
+    // SAFETY of env: every test uses the same value
+    std::env::set_var("GH_TEST_SECRET", "gateway-secret");
+    let mut all = vec![
+        ("CERT_DIR", s.pki.dir.display().to_string()),
+        ("UP", s.up.addr.to_string()),
+        ("ISSUER", s.auth.issuer()),
+        (
+            "INTROSPECT_URL",
+            format!("{}/oauth/introspect", s.auth.issuer()),
+        ),
+    ];
+    for (k, v) in vars {
+        all.retain(|(x, _)| x != k);
+        all.push((k, v.clone()));
+    }
+    Proxy::start(yaml, &all).await
+}
+
+fn x5t(der: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(der))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rfc9701_response_is_verified_and_forwarded_as_the_upstream_jwt() {
+    let s = setup(vec![]).await;
+    let gh = start(
+        &s,
+        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, ""),
+        &[],
+    )
+    .await;
+    let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    let c = s.pki.client(Some(&s.pki.pki.partner_a));
+    let res = c
+        .get(gh.url("/api/echo"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = s.up.last().unwrap().headers;
+    let auth = seen["authorization"].to_str().unwrap();
+    let jwt = auth.strip_prefix("Bearer ").unwrap();
+    assert!(
+        !auth.contains(&token),
+        "the opaque token must not reach the upstream"
+    );
+    let claims = jwt_payload(jwt);
+    assert_eq!(claims["aud"], "gateway");
+    assert_eq!(claims["token_introspection"]["active"], true);
+    assert_eq!(claims["token_introspection"]["client_id"], "partner-a");
+    assert_eq!(
+        claims["token_introspection"]["cnf"]["x5t#S256"],
+        x5t(&s.pki.pki.partner_a.der())
+    );
+
+    // second call: cache hit, no new introspection
+    let res = c
+        .get(gh.url("/api/echo"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(s.auth.introspections(), 1);
+    assert_eq!(
+        gh.metric("gatehouse_token_cache_total{result=\"hit\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gh.metric("gatehouse_token_cache_total{result=\"miss\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gh.metric("gatehouse_introspection_requests_total{result=\"active\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn application_jwt_and_json_with_gatehouse_signed_jwt() {
+    let s = setup(vec![]).await;
+    let gh = start(&s, &yaml("jwt", BASIC, "as_issued", CACHE, ""), &[]).await;
+    let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    let c = s.pki.client(Some(&s.pki.pki.partner_a));
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let auth = s.up.last().unwrap().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let claims = jwt_payload(auth.strip_prefix("Bearer ").unwrap());
+    assert_eq!(claims["client_id"], "partner-a");
+    assert_eq!(claims["iss"], s.auth.issuer());
+    drop(gh);
+
+    // JSON only: Gatehouse signs the upstream JWT and publishes its key on /jwks
+    let key = s.pki.pki.partner_b.key_pem().unwrap();
+    let key_path = s.pki.path("gatehouse-signing.key");
+    std::fs::write(&key_path, key).unwrap();
+    let top = format!("token_signing: {{ key_file: {key_path}, key_id: gh1, issuer: https://gatehouse.internal }}");
+    let gh = start(
+        &s,
+        &yaml("json", BASIC, "signed_by_gatehouse", CACHE, &top),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let auth = s.up.last().unwrap().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let jwt = auth.strip_prefix("Bearer ").unwrap();
+    let claims = jwt_payload(jwt);
+    assert_eq!(claims["iss"], "https://gatehouse.internal");
+    assert_eq!(claims["client_id"], "partner-a");
+    assert!(claims.get("active").is_none());
+    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(format!("http://{}/jwks", gh.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find("gh1").unwrap()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_issuer(&["https://gatehouse.internal"]);
+    v.validate_aud = false;
+    assert!(
+        jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &v).is_ok(),
+        "upstream JWT verifies with Gatehouse's JWKS"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rfc6750_errors_for_missing_malformed_and_inactive_tokens() {
+    let s = setup(vec![]).await;
+    let gh = start(
+        &s,
+        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, ""),
+        &[],
+    )
+    .await;
+    let c = s.pki.client(Some(&s.pki.pki.partner_a));
+
+    let res = c.get(gh.url("/api/x")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+
+    for bad in [
+        "Basic Zm9vOmJhcg==",
+        "Bearer",
+        "Bearer a b",
+        "Bearer \u{7f}x",
+    ] {
+        let res = c
+            .get(gh.url("/api/x"))
+            .header("authorization", bad)
+            .send()
+            .await;
+        let Ok(res) = res else { continue }; // a header the client library refuses to send
+        assert_eq!(res.status(), 400, "{bad:?}");
+        assert!(res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer error=\"invalid_request\""));
+    }
+    let res = c
+        .get(gh.url("/api/x"))
+        .header("authorization", format!("Bearer {}", "a".repeat(70_000)))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.status() == 400 || res.status() == 431,
+        "{}",
+        res.status()
+    );
+
+    let res = c
+        .get(gh.url("/api/x"))
+        .bearer_auth("not-a-real-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer error=\"invalid_token\""));
+    assert_eq!(json(res).await["error"], "invalid_token");
+    assert_eq!(s.up.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_hundred_concurrent_first_uses_make_one_introspection_call() {
+    let s = setup(vec![]).await;
+    let gh = start(
+        &s,
+        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, ""),
+        &[],
+    )
+    .await;
+    let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    // slow the AS so that all 100 requests arrive while the first introspection is in flight
+    s.auth.state.faults.delay_ms.store(300, Ordering::Relaxed);
+    let c = s.pki.client(Some(&s.pki.pki.partner_a));
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let c = c.clone();
+        let url = gh.url("/api/x");
+        let token = token.clone();
+        tasks.push(tokio::spawn(async move {
+            c.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 200);
+    }
+    assert_eq!(
+        s.auth.introspections(),
+        1,
+        "exactly one introspection call for 100 concurrent misses"
+    );
+    let coalesced = gh
+        .metric("gatehouse_token_cache_total{result=\"coalesced\"}")
+        .await;
+    let hits = gh
+        .metric("gatehouse_token_cache_total{result=\"hit\"}")
+        .await;
+    assert_eq!(coalesced + hits, 99.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn negative_cache_and_revocation_follow_their_ttls() {
+    let s = setup(vec![]).await;
+    let cache = "{ max_ttl: 1s, negative_ttl: 1s }";
+    let gh = start(
+        &s,
+        &yaml("token-introspection+jwt", BASIC, "as_issued", cache, ""),
+        &[],
+    )
+    .await;
+    let c = s.pki.client(Some(&s.pki.pki.partner_a));
+    for _ in 0..3 {
+        assert_eq!(
+            c.get(gh.url("/api/x"))
+                .bearer_auth("bogus")
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            401
+        );
+    }
+    assert_eq!(s.auth.introspections(), 1, "inactive answers are cached");
+    assert_eq!(
+        gh.metric("gatehouse_token_cache_total{result=\"negative_hit\"}")
+            .await,
+        2.0
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth("bogus")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        s.auth.introspections(),
+        2,
+        "negative entries expire after negative_ttl"
+    );
+
+    // revoke an active token: served from cache until max_ttl, then refused
+    let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let res = s
+        .pki
+        .client(None)
+        .post(format!("{}/oauth/revoke", s.auth.issuer()))
+        .basic_auth("gateway", Some("gateway-secret"))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_ttl_is_bounded_by_the_token_exp() {
+    let s = setup(vec![]).await;
+    let gh = start(
+        &s,
+        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, ""),
+        &[],
+    )
+    .await;
+    let mut extra = serde_json::Map::new();
+    extra.insert("exp".into(), serde_json::json!(gatehouse_jwt::now() + 2));
+    let token = s
+        .auth
+        .state
+        .mint("partner-a", Some(&s.pki.pki.partner_a.der()), extra);
+    let c = s.pki.client(Some(&s.pki.pki.partner_a));
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(s.auth.introspections(), 1);
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    // max_ttl is 60 s, but the token expired: the cached entry is gone and the AS says inactive
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(s.auth.introspections(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn authorization_server_failures_fail_closed_with_503() {
+    let s = setup(vec![]).await;
+    let gh = start(
+        &s,
+        &yaml(
+            "token-introspection+jwt",
+            BASIC,
+            "as_issued",
+            "{ max_ttl: 60s, negative_ttl: 1s }",
+            "",
+        ),
+        &[],
+    )
+    .await;
+    let c = s.pki.client(Some(&s.pki.pki.partner_a));
+    let f = &s.auth.state.faults;
+    for (mode, delay, what) in [
+        (1u8, 0u64, "500"),
+        (2, 0, "garbage"),
+        (3, 0, "active not boolean"),
+        (0, 1500, "slow"),
+    ] {
+        f.mode.store(mode, Ordering::Relaxed);
+        f.delay_ms.store(delay, Ordering::Relaxed);
+        let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+        let res = c
+            .get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 503, "{what}");
+        assert_eq!(
+            json(res).await["error"],
+            "temporarily_unavailable",
+            "{what}"
+        );
+    }
+    f.mode.store(0, Ordering::Relaxed);
+    f.delay_ms.store(0, Ordering::Relaxed);
+    // errors are not cached: service recovers by itself
+    let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        gh.metric("gatehouse_introspection_requests_total{result=\"timeout\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gh.metric("gatehouse_introspection_requests_total{result=\"error_status\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gh.metric("gatehouse_introspection_requests_total{result=\"bad_response\"}")
+            .await,
+        2.0
+    );
+    drop(gh);
+
+    // authorization server down
+    let dead = format!(
+        "https://localhost:{}/oauth/introspect",
+        gatehouse_testkit::free_port()
+    );
+    let gh = start(
+        &s,
+        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, ""),
+        &[("INTROSPECT_URL", dead)],
+    )
+    .await;
+    let res = c
+        .get(gh.url("/api/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(s.up.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_if_error_keeps_cached_tokens_working_while_the_as_fails() {
+    let s = setup(vec![]).await;
+    let cache = "{ max_ttl: 1s, negative_ttl: 1s, stale_if_error: 60s }";
+    let gh = start(
+        &s,
+        &yaml("token-introspection+jwt", BASIC, "as_issued", cache, ""),
+        &[],
+    )
+    .await;
+    let c = s.pki.client(Some(&s.pki.pki.partner_a));
+    let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    s.auth.state.faults.mode.store(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        gh.metric("gatehouse_token_cache_total{result=\"stale\"}")
+            .await,
+        1.0
+    );
+    // a token never seen still fails closed
+    let fresh = s.auth.state.mint("partner-a", None, Default::default());
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&fresh)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_client_auth_method_authenticates_to_the_introspection_endpoint() {
+    // the gateway's private_key_jwt key is registered with the AS up front
+    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+    let jwt_key =
+        openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap();
+    let pub_pem = String::from_utf8(jwt_key.public_key_to_pem().unwrap()).unwrap();
+    let s = setup(vec![
+        DevClient {
+            client_id: "gateway-post".into(),
+            secret: Some("post-secret".into()),
+            introspect: true,
+            ..Default::default()
+        },
+        DevClient {
+            client_id: "gateway-jwt".into(),
+            public_key_pem: Some(pub_pem),
+            introspect: true,
+            ..Default::default()
+        },
+        DevClient {
+            client_id: "gateway-mtls".into(),
+            subject: Some("CN=gateway-mtls, O=gateway-mtls Ltd".into()),
+            introspect: true,
+            ..Default::default()
+        },
+    ])
+    .await;
+    let jwt_key_path = s.pki.path("gateway-jwt.key");
+    std::fs::write(&jwt_key_path, jwt_key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let gw_key = s.pki.issue(
+        &gatehouse_testkit::gatehouse_devauth::pki::CertSpec::client("gateway-mtls"),
+        None,
+    );
+    let (cert, key) = s.pki.save("gateway-mtls", &gw_key);
+    std::fs::write(s.pki.path("post-secret"), "post-secret\n").unwrap();
+    let methods = [
+        BASIC.to_owned(),
+        format!("{{ method: client_secret_post, client_id: gateway-post, client_secret_file: {} }}", s.pki.path("post-secret")),
+        format!("{{ method: private_key_jwt, client_id: gateway-jwt, private_key_file: {jwt_key_path} }}"),
+        format!("{{ method: tls_client_auth, client_id: gateway-mtls, cert_file: {cert}, key_file: {key} }}"),
+    ];
+    let c = s.pki.client(Some(&s.pki.pki.partner_a));
+    for (i, m) in methods.iter().enumerate() {
+        let gh = start(
+            &s,
+            &yaml("token-introspection+jwt", m, "as_issued", CACHE, ""),
+            &[],
+        )
+        .await;
+        let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+        let res = c
+            .get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{m}");
+        assert_eq!(s.auth.introspections(), i + 1);
+    }
+    // wrong secret: the AS refuses the gateway, Gatehouse answers 503 (not 200, not 401)
+    let wrong = "{ method: client_secret_post, client_id: gateway-post, client_secret_env: GH_TEST_SECRET }";
+    let gh = start(
+        &s,
+        &yaml("token-introspection+jwt", wrong, "as_issued", CACHE, ""),
+        &[],
+    )
+    .await;
+    let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+}
