@@ -229,10 +229,30 @@ impl FilterFactory {
                     self.max_authorization_header,
                 )))
             }
-            other => Err(format!(
-                "the {} filter is not available in this build",
-                other.kind()
-            )),
+            FilterConfig::Jwt(j) => {
+                let a = c
+                    .authorization_servers
+                    .get(&j.authorization_server)
+                    .ok_or_else(|| {
+                        format!("unknown authorization server {}", j.authorization_server)
+                    })?;
+                let v = self
+                    .verifier(&j.authorization_server, a, metrics)?
+                    .ok_or_else(|| {
+                        format!("{} has no jwks_uri or jwks_file", j.authorization_server)
+                    })?;
+                Ok(Box::new(gatehouse_jwt::JwtFilter::new(
+                    v,
+                    j.audience.clone(),
+                    j.typ.clone(),
+                    self.max_authorization_header,
+                )))
+            }
+            FilterConfig::CertBoundToken(b) => Ok(Box::new(gatehouse_bound::CertBoundFilter::new(
+                b.mode,
+                metrics.clone(),
+            ))),
+            FilterConfig::Claims(cl) => Ok(Box::new(gatehouse_bound::ClaimsFilter::new(cl)?)),
         }
     }
 }

@@ -10,8 +10,10 @@
 //! - the key's type must fit the algorithm, and a JWK's own `alg` must equal the header's.
 #![forbid(unsafe_code)]
 
+mod filter;
 mod keys;
 
+pub use filter::{bearer_rejection, JwtFilter};
 pub use keys::{KeySource, KeyStore};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};

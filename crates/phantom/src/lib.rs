@@ -16,9 +16,7 @@ pub use signer::{public_jwks, Signer};
 
 use async_trait::async_trait;
 use gatehouse_config::ForwardJwt;
-use gatehouse_core::{
-    bearer_token, BearerError, Filter, Rejection, RequestCtx, TokenInfo, Verdict,
-};
+use gatehouse_core::{bearer_token, Filter, Rejection, RequestCtx, TokenInfo, Verdict};
 use gatehouse_metrics::Metrics;
 use http::{HeaderName, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
@@ -235,31 +233,6 @@ impl PhantomTokenFilter {
     }
 }
 
-/// The RFC 6750 rejection for a bad `Authorization` header.
-pub fn bearer_rejection(e: BearerError) -> Rejection {
-    match e {
-        BearerError::Missing => Rejection::bearer_missing(),
-        BearerError::Duplicated => Rejection::bearer(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "duplicate_authorization",
-            "more than one Authorization header",
-        ),
-        BearerError::TooLong => Rejection::bearer(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "authorization_too_long",
-            "the Authorization header is too long",
-        ),
-        BearerError::Malformed => Rejection::bearer(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "malformed_authorization",
-            "the Authorization header is not a Bearer token",
-        ),
-    }
-}
-
 #[async_trait]
 impl Filter for PhantomTokenFilter {
     fn name(&self) -> &'static str {
@@ -274,7 +247,7 @@ impl Filter for PhantomTokenFilter {
             .map(|v| v.as_bytes());
         let token = match bearer_token(values, self.max_header) {
             Ok(t) => t,
-            Err(e) => return Verdict::Reject(bearer_rejection(e)),
+            Err(e) => return Verdict::Reject(gatehouse_jwt::bearer_rejection(e)),
         };
         let entry = match self.server.lookup(token, self.forward).await {
             Ok(e) => e,
