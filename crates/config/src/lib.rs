@@ -86,18 +86,8 @@ pub fn load_str_with_env(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigErrors> {
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
-    let expanded = env::expand(text, env).map_err(|errs| {
-        ConfigErrors(
-            errs.into_iter()
-                .map(|message| ConfigError {
-                    path: String::new(),
-                    line: None,
-                    message,
-                })
-                .collect(),
-        )
-    })?;
-    let config = parse(&expanded)?;
+    let expanded = env::expand(text, env).map_err(env_errors)?;
+    let config: Config = parse(&expanded)?;
     let problems = validate::validate(&config);
     if problems.is_empty() {
         Ok(Loaded { config, hash })
@@ -115,9 +105,31 @@ pub fn load_str_with_env(
     }
 }
 
-fn parse(text: &str) -> Result<Config, ConfigErrors> {
+fn env_errors(errs: Vec<String>) -> ConfigErrors {
+    ConfigErrors(
+        errs.into_iter()
+            .map(|message| ConfigError {
+                path: String::new(),
+                line: None,
+                message,
+            })
+            .collect(),
+    )
+}
+
+/// Parse any YAML document into `T` with the same `${VAR}` expansion and error reporting
+/// as the main config (used for the dev authorization server's client registry).
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<T, ConfigErrors> {
+    let expanded = env::expand(text, env).map_err(env_errors)?;
+    parse(&expanded)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> {
     let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize::<_, Config>(de).map_err(|e| {
+    serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let inner = e.into_inner();

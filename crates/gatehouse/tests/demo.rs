@@ -1,0 +1,165 @@
+//! `gatehouse demo` as users run it: the real binary, its PKI contract, and the seed 003
+//! flow through it (ports overridden to free ones).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use gatehouse_testkit::{free_port, json, jwt_payload};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn client(dir: &std::path::Path, who: Option<&str>) -> reqwest::Client {
+    let root =
+        reqwest::Certificate::from_pem(&std::fs::read(dir.join("root-ca.pem")).unwrap()).unwrap();
+    let mut b = reqwest::Client::builder()
+        .add_root_certificate(root)
+        .timeout(Duration::from_secs(10));
+    if let Some(who) = who {
+        let cert = std::fs::read(dir.join(format!("{who}.pem"))).unwrap();
+        let key = std::fs::read(dir.join(format!("{who}.key"))).unwrap();
+        b = b.identity(reqwest::Identity::from_pkcs8_pem(&cert, &key).unwrap());
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_runs_the_seed_003_flow() {
+    let dir = std::env::temp_dir().join(format!("gatehouse-demo-test-{}", std::process::id()));
+    let (port, admin, auth) = (free_port(), free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["demo", "--dir"])
+        .arg(&dir)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            &admin.to_string(),
+            "--auth-port",
+            &auth.to_string(),
+        ])
+        .env("GATEHOUSE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _demo = Demo(child);
+    let mut up = false;
+    for _ in 0..200 {
+        if reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "demo did not become ready");
+    for f in [
+        "root-ca.pem",
+        "root-ca.key",
+        "partner-a.pem",
+        "partner-a.key",
+        "partner-b.pem",
+        "partner-b.key",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let a = client(&dir, Some("partner-a"));
+    let none = client(&dir, None);
+
+    // client certificate only
+    let res = a
+        .get(format!("https://localhost:{port}/mtls/echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let headers = json(res).await;
+    assert!(headers["client-cert"].as_str().unwrap().starts_with(':'));
+    let res = none
+        .get(format!("https://localhost:{port}/mtls/echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(json(res).await["error"], "client_certificate_required");
+
+    // seed 003: token with the cert, call the API, the upstream sees a JWT with cnf
+    let res = a
+        .post(format!("https://localhost:{auth}/oauth/token"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let token = json(res).await["access_token"].as_str().unwrap().to_owned();
+    let res = a
+        .get(format!("https://localhost:{port}/api/echo"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let headers = json(res).await;
+    let jwt = headers["authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+    assert_ne!(jwt, token);
+    assert_eq!(
+        jwt_payload(&jwt)["token_introspection"]["client_id"],
+        "partner-a"
+    );
+    assert_eq!(headers["x-client-id"], "partner-a");
+    let b = client(&dir, Some("partner-b"));
+    let res = b
+        .get(format!("https://localhost:{port}/api/echo"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // a second start reuses the PKI
+    let before = std::fs::read(dir.join("root-ca.pem")).unwrap();
+    drop(_demo);
+    let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["demo", "--dir"])
+        .arg(&dir)
+        .args([
+            "--port",
+            &free_port().to_string(),
+            "--admin-port",
+            &admin.to_string(),
+            "--auth-port",
+            &free_port().to_string(),
+        ])
+        .env("GATEHOUSE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _again = Demo(child);
+    for _ in 0..200 {
+        if reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read(dir.join("root-ca.pem")).unwrap(), before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
