@@ -243,6 +243,12 @@ fn map_error(e: X509VerifyResult) -> CertFailure {
         25 | 22 => CertFailure::ChainTooLong, // 22 = CERT_CHAIN_TOO_LONG
         // CERT_SIGNATURE_FAILURE(7), CRL_SIGNATURE_FAILURE(8)
         7 | 8 => CertFailure::BadSignature,
+        // INVALID_CA as OpenSSL 3 reports a CA:FALSE issuer (79), PATH_LOOP (55)
+        79 | 55 => CertFailure::InvalidCa,
+        // EE_KEY_TOO_SMALL (66), CA_KEY_TOO_SMALL (67)
+        66 | 67 => CertFailure::WeakKey,
+        // CA_MD_TOO_WEAK (68)
+        68 => CertFailure::BadSignature,
         _ => CertFailure::Invalid,
     }
 }

@@ -364,3 +364,91 @@ pub fn jwt_payload(jwt: &str) -> serde_json::Value {
         .unwrap_or_default();
     serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
 }
+
+impl TestPki {
+    /// A CRL issued by `issuer` revoking `revoked`, made with the `openssl ca` CLI (the
+    /// openssl crate cannot sign CRLs). Written to `name` in the PKI directory; returns
+    /// its path.
+    pub fn crl(&self, name: &str, issuer: &Issued, revoked: &[&Issued]) -> String {
+        let work = temp_dir("crl");
+        let mut index = String::new();
+        for r in revoked {
+            let serial = r
+                .cert
+                .serial_number()
+                .to_bn()
+                .unwrap()
+                .to_hex_str()
+                .unwrap()
+                .to_string();
+            let serial = if serial.len() % 2 == 1 {
+                format!("0{serial}")
+            } else {
+                serial
+            };
+            index.push_str(&format!(
+                "R\t491231235959Z\t200101000000Z\t{serial}\tunknown\t/CN=revoked\n"
+            ));
+        }
+        std::fs::write(work.join("index.txt"), index).unwrap();
+        std::fs::write(work.join("crlnumber"), "01\n").unwrap();
+        std::fs::write(work.join("ca.pem"), issuer.cert_pem().unwrap()).unwrap();
+        std::fs::write(work.join("ca.key"), issuer.key_pem().unwrap()).unwrap();
+        let cnf = format!(
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = {0}/index.txt\ncrlnumber = {0}/crlnumber\ndefault_md = sha256\ndefault_crl_days = 30\n",
+            work.display()
+        );
+        std::fs::write(work.join("ca.cnf"), cnf).unwrap();
+        let out = self.path(name);
+        let status = std::process::Command::new("openssl")
+            .args(["ca", "-gencrl", "-batch", "-config"])
+            .arg(work.join("ca.cnf"))
+            .arg("-keyfile")
+            .arg(work.join("ca.key"))
+            .arg("-cert")
+            .arg(work.join("ca.pem"))
+            .arg("-out")
+            .arg(&out)
+            .output()
+            .expect("the openssl CLI is needed to make test CRLs (scripts/setup.sh installs it)");
+        assert!(
+            status.status.success(),
+            "openssl ca -gencrl: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let _ = std::fs::remove_dir_all(&work);
+        out
+    }
+}
+
+/// Send raw bytes over TLS (OpenSSL, security level 0 so that deliberately weak test
+/// certificates can be presented) and return the raw response text. For requests an HTTP
+/// library would refuse to send. Blocking: call from `spawn_blocking` or sync tests.
+pub fn raw_tls(addr: SocketAddr, root: &Issued, cert: Option<&Issued>, request: &[u8]) -> String {
+    use openssl::ssl::{SslConnector, SslMethod};
+    use std::io::{Read, Write};
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_security_level(0);
+    b.cert_store_mut().add_cert(root.cert.clone()).unwrap();
+    if let Some(c) = cert {
+        b.set_certificate(&c.cert).unwrap();
+        for i in &c.chain {
+            b.add_extra_chain_cert(i.clone()).unwrap();
+        }
+        b.set_private_key(&c.key).unwrap();
+    }
+    let conn = b.build();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = conn.connect("localhost", tcp).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,401 @@
+//! The `client_cert` filter over real TLS: one route per identity field (the right
+//! certificate passes, a near miss does not), EKU, weak keys, chains, CRLs and CRL reload.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use gatehouse_testkit::gatehouse_devauth::pki::{CertSpec, KeyKind};
+use gatehouse_testkit::{json, Proxy, TestPki, Upstream};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+fn base(routes: &str) -> String {
+    format!(
+        "version: 1
+server: {{ threads: 1, grace_period: 0s, shutdown_timeout: 0s }}
+admin: {{ listen: \"${{ADMIN_ADDR}}\" }}
+log: {{ access_log: off }}
+listeners:
+  - name: edge
+    listen: \"${{PROXY_ADDR}}\"
+    tls:
+      cert_file: ${{CERT_DIR}}/server.pem
+      key_file: ${{CERT_DIR}}/server.key
+      client_auth: {{ mode: optional, ca_files: [\"${{CERT_DIR}}/root-ca.pem\"], max_depth: 3 }}
+upstreams:
+  app: {{ peers: [\"${{UP}}\"] }}
+routes:
+{routes}"
+    )
+}
+
+fn route(name: &str, filter: &str) -> String {
+    format!("  - name: {name}\n    match: {{ path_prefix: /{name}/ }}\n    upstream: app\n    filters:\n      - kind: client_cert\n{filter}\n")
+}
+
+fn hex(b: &[u8], sep: &str) -> String {
+    b.iter()
+        .map(|x| format!("{x:02X}"))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+async fn start(pki: &TestPki, up: &Upstream, routes: &str) -> Proxy {
+    let vars = [
+        ("CERT_DIR", pki.dir.display().to_string()),
+        ("UP", up.addr.to_string()),
+    ];
+    Proxy::start(&base(routes), &vars).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_identity_field_accepts_the_right_cert_and_rejects_a_near_miss() {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let a = &pki.pki.partner_a;
+    let der = a.der();
+    let serial = a
+        .cert
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string();
+    let issuer_sha = Sha256::digest(pki.pki.intermediate.der());
+    // near misses: partner-b, or a cert that differs from partner-a in one character / case
+    let partner_a_upper = pki.issue(
+        &CertSpec {
+            organization: Some("partner-a Ltd".into()),
+            ..CertSpec::client("Partner-a")
+        },
+        None,
+    );
+    let spiffe_dev = pki.issue(
+        &CertSpec {
+            uris: vec!["spiffe://partner-a.example/ns/dev/sa/billing".into()],
+            dns: vec!["api.partner-b.example".into()],
+            ..CertSpec::client("partner-a")
+        },
+        None,
+    );
+    let other_root = TestPki::new();
+    let other_issuer = pki.issue(&CertSpec::client("partner-a"), Some(&pki.pki.root));
+    let fields: Vec<(
+        &str,
+        String,
+        &gatehouse_testkit::gatehouse_devauth::pki::Issued,
+    )> = vec![
+        (
+            "sha256",
+            format!("thumbprint_sha256: \"{}\"", hex(&Sha256::digest(&der), ":")),
+            &pki.pki.partner_b,
+        ),
+        (
+            "sha1",
+            format!(
+                "thumbprint_sha1: \"{}\"",
+                hex(&Sha1::digest(&der), "").to_lowercase()
+            ),
+            &pki.pki.partner_b,
+        ),
+        (
+            "serial",
+            format!("serial: \"{serial}\""),
+            &pki.pki.partner_b,
+        ),
+        (
+            "subject",
+            "subject: \"o=partner-a Ltd, cn=partner-a\"".into(),
+            &partner_a_upper,
+        ),
+        ("cn", "common_name: partner-a".into(), &partner_a_upper),
+        (
+            "issuer",
+            "issuer_subject: \"CN=Gatehouse Dev Intermediate CA, O=Gatehouse Dev\"".into(),
+            &other_issuer,
+        ),
+        (
+            "issuersha",
+            format!("issuer_thumbprint_sha256: \"{}\"", hex(&issuer_sha, "")),
+            &other_issuer,
+        ),
+        (
+            "dns",
+            "san_dns: \"*.partner-a.example\"".into(),
+            &spiffe_dev,
+        ),
+        (
+            "uri",
+            "san_uri: \"spiffe://partner-a.example/ns/prod/*\"".into(),
+            &spiffe_dev,
+        ),
+    ];
+    let mut routes = String::new();
+    for (name, id, _) in &fields {
+        routes.push_str(&route(name, &format!("        identities: [ {{ {id} }} ]")));
+    }
+    let email = pki.issue(
+        &CertSpec {
+            emails: vec!["ops@partner-a.example".into()],
+            ..CertSpec::client("mailer")
+        },
+        None,
+    );
+    let email_miss = pki.issue(
+        &CertSpec {
+            emails: vec!["ops@partner-a.exampla".into()],
+            ..CertSpec::client("mailer")
+        },
+        None,
+    );
+    routes.push_str(&route(
+        "email",
+        "        identities: [ { san_email: ops@partner-a.example } ]",
+    ));
+    let gh = start(&pki, &up, &routes).await;
+    let ok = pki.client(Some(a));
+    for (name, _, miss) in &fields {
+        let res = ok.get(gh.url(&format!("/{name}/x"))).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{name}: the right certificate");
+        let res = pki
+            .client(Some(miss))
+            .get(gh.url(&format!("/{name}/x")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 403, "{name}: near miss");
+        assert_eq!(json(res).await["error"], "identity_not_allowed", "{name}");
+    }
+    assert_eq!(
+        pki.client(Some(&email))
+            .get(gh.url("/email/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        pki.client(Some(&email_miss))
+            .get(gh.url("/email/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    // a certificate from another PKI never gets as far as identity matching
+    let res = pki
+        .client(Some(&other_root.pki.partner_a))
+        .get(gh.url("/cn/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(res).await["error"], "unknown_ca");
+    assert_eq!(gh.metric("gatehouse_client_cert_rejections_total{reason=\"identity_not_allowed\",route=\"sha256\"}").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eku_weak_keys_chains_and_optional_mode() {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let routes = [
+        route("eku", ""),
+        route("weak", "        min_rsa_bits: 2048"),
+        route("short", "        max_depth: 0"),
+        route("opt", "        mode: optional"),
+        route("noeku", "        require_eku_client_auth: false"),
+    ]
+    .concat();
+    let gh = start(&pki, &up, &routes).await;
+    let server_only = pki.issue(
+        &CertSpec {
+            client_auth: false,
+            server_auth: true,
+            ..CertSpec::client("svc")
+        },
+        None,
+    );
+    let no_eku = pki.issue(
+        &CertSpec {
+            client_auth: false,
+            ..CertSpec::client("signer")
+        },
+        None,
+    );
+    let res = pki
+        .client(Some(&server_only))
+        .get(gh.url("/eku/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(res).await["error"], "wrong_key_usage");
+    let res = pki
+        .client(Some(&no_eku))
+        .get(gh.url("/eku/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(res).await["error"], "wrong_key_usage");
+    assert_eq!(
+        pki.client(Some(&server_only))
+            .get(gh.url("/noeku/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let rsa1024 = pki.issue(
+        &CertSpec {
+            key: KeyKind::Rsa(1024),
+            ..CertSpec::client("legacy")
+        },
+        None,
+    );
+    let rsa2048 = pki.issue(
+        &CertSpec {
+            key: KeyKind::Rsa(2048),
+            ..CertSpec::client("modern")
+        },
+        None,
+    );
+    // TLS libraries refuse to present a 1024-bit key at their default security level
+    let (addr, root) = (gh.addr, pki.pki.root.clone());
+    let raw = tokio::task::spawn_blocking(move || {
+        gatehouse_testkit::raw_tls(
+            addr,
+            &root,
+            Some(&rsa1024),
+            b"GET /weak/x HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(raw.starts_with("HTTP/1.1 403"), "{raw}");
+    assert!(raw.contains("\"error\":\"weak_key\""), "{raw}");
+    assert_eq!(
+        pki.client(Some(&rsa2048))
+            .get(gh.url("/weak/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // partner-a sits under one intermediate: fine with the listener's depth, too long for 0
+    assert_eq!(
+        pki.client(Some(&pki.pki.partner_a))
+            .get(gh.url("/eku/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let res = pki
+        .client(Some(&pki.pki.partner_a))
+        .get(gh.url("/short/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(res).await["error"], "chain_too_long");
+
+    // a leaf signed by a non-CA certificate (partner-b is CA:FALSE)
+    let evil = pki.issue(&CertSpec::client("evil"), Some(&pki.pki.partner_b));
+    let res = pki
+        .client(Some(&evil))
+        .get(gh.url("/eku/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(json(res).await["error"], "invalid_ca");
+
+    // missing intermediate: the client sends only its leaf
+    let mut leaf_only = pki.pki.partner_a.clone();
+    leaf_only.chain.clear();
+    let res = pki
+        .client(Some(&leaf_only))
+        .get(gh.url("/eku/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(res).await["error"], "unknown_ca");
+
+    assert_eq!(
+        pki.client(None)
+            .get(gh.url("/opt/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let res = pki.client(None).get(gh.url("/eku/x")).send().await.unwrap();
+    assert_eq!(json(res).await["error"], "client_certificate_required");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_certificates_and_crl_reload() {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    // CRLs for the whole chain: the intermediate's (leaves) and the root's (the intermediate)
+    let inter_crl = pki.crl("inter.crl", &pki.pki.intermediate, &[&pki.pki.partner_b]);
+    let root_crl = pki.crl("root.crl", &pki.pki.root, &[]);
+    let routes = [
+        route("hard", &format!("        revocation: {{ mode: hard, crl_files: [\"{inter_crl}\", \"{root_crl}\"] }}")),
+        route("soft", &format!("        revocation: {{ mode: soft, crl_files: [\"{inter_crl}\"] }}")),
+        route("hardpartial", &format!("        revocation: {{ mode: hard, crl_files: [\"{inter_crl}\"] }}")),
+    ]
+    .concat();
+    let gh = start(&pki, &up, &routes).await;
+    let a = pki.client(Some(&pki.pki.partner_a));
+    let b = pki.client(Some(&pki.pki.partner_b));
+    assert_eq!(a.get(gh.url("/hard/x")).send().await.unwrap().status(), 200);
+    let res = b.get(gh.url("/hard/x")).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(json(res).await["error"], "certificate_revoked");
+    // soft: the root's CRL is missing, which passes (counted); a revoked leaf still fails
+    assert_eq!(a.get(gh.url("/soft/x")).send().await.unwrap().status(), 200);
+    assert!(
+        gh.metric("gatehouse_crl_updates_total{result=\"unknown_soft_pass\",source=\"check\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        json(b.get(gh.url("/soft/x")).send().await.unwrap()).await["error"],
+        "certificate_revoked"
+    );
+    // hard with a CRL missing for part of the chain fails closed
+    assert_eq!(
+        json(a.get(gh.url("/hardpartial/x")).send().await.unwrap()).await["error"],
+        "revocation_unknown"
+    );
+
+    // revoke partner-a too: the CRL file changes, the filter reloads it (checked every 2 s)
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    pki.crl(
+        "inter.crl",
+        &pki.pki.intermediate,
+        &[&pki.pki.partner_b, &pki.pki.partner_a],
+    );
+    let mut revoked = false;
+    for _ in 0..40 {
+        // new connection each time (the verdict is memoized per connection)
+        let fresh = pki.client(Some(&pki.pki.partner_a));
+        if fresh.get(gh.url("/hard/x")).send().await.unwrap().status() == 403 {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(revoked, "the reloaded CRL revokes partner-a");
+    assert!(
+        gh.metric("gatehouse_crl_updates_total{result=\"reloaded\",source=\"file\"}")
+            .await
+            >= 1.0
+    );
+}
