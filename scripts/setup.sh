@@ -5,6 +5,8 @@
 set -euo pipefail
 want=(cmake pkg-config libssl-dev openssl "$@")
 missing=()
+# Node.js + npm run the oidc-provider interop suite; a node from elsewhere (nvm, nodesource) is fine
+command -v node >/dev/null && command -v npm >/dev/null || want+=(nodejs npm)
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

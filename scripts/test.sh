@@ -9,5 +9,7 @@ echo "== dev PKI script"
 pki=$(mktemp -d); OUT=$pki certs/gen-certs.sh >/dev/null 2>&1
 openssl verify -CAfile "$pki/root-ca.pem" -untrusted "$pki/intermediate-ca.pem" "$pki/partner-a.crt" "$pki/partner-b.crt" "$pki/server.crt"
 rm -rf "$pki"
+echo "== npm dependencies of the oidc-provider interop suite"
+(cd interop/oidc-provider && npm ci --no-audit --no-fund --silent)
 echo "== tests"; cargo test --workspace --quiet
 echo "== all checks passed"

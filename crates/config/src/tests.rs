@@ -187,6 +187,7 @@ fn every_conf_example_is_valid() {
             "PROXY_ADDR" => Some("127.0.0.1:18443".into()),
             "ADMIN_ADDR" => Some("127.0.0.1:19100".into()),
             n if n.ends_with("_ADDR") => Some("127.0.0.1:18080".into()),
+            n if n.ends_with("_PORT") => Some("19443".into()),
             _ => Some("test".into()),
         });
         assert!(

@@ -40,6 +40,7 @@ fn check_names_the_path_and_line_of_a_typo_and_exits_64() {
 fn check_accepts_every_example_in_conf() {
     let pki = gatehouse_testkit::TestPki::new();
     let cert_dir = pki.dir.display().to_string();
+    std::fs::write(pki.dir.join("gateway-secret"), "x").unwrap();
     let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conf");
     let mut n = 0;
     for entry in std::fs::read_dir(&conf).unwrap().flatten() {
@@ -54,6 +55,7 @@ fn check_accepts_every_example_in_conf() {
                 ("PROXY_ADDR", "127.0.0.1:18443"),
                 ("ADMIN_ADDR", "127.0.0.1:19100"),
                 ("UPSTREAM_ADDR", "127.0.0.1:18080"),
+                ("AUTH_PORT", "19443"),
                 ("GATEHOUSE_INTROSPECT_SECRET", "test"),
             ],
         );
