@@ -3,7 +3,7 @@
 # Debian/Ubuntu: cmake (Pingora's zlib-ng), pkg-config + libssl-dev (we link the system
 # OpenSSL), openssl (CLI, used by certs/gen-certs.sh). Pass extra package names as arguments.
 set -euo pipefail
-want=(cmake pkg-config libssl-dev openssl "$@")
+want=(cmake pkg-config libssl-dev openssl prometheus "$@")
 missing=()
 # Node.js + npm run the oidc-provider interop suite; a node from elsewhere (nvm, nodesource) is fine
 command -v node >/dev/null && command -v npm >/dev/null || want+=(nodejs npm)
@@ -18,6 +18,10 @@ if ((${#missing[@]})); then
     SUDO=sudo
   fi
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  # packages like prometheus ship a service: don't start it (policy-rc.d 101 = "not now")
+  had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+  [ $had_policy = 1 ] || { printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null; $SUDO chmod +x /usr/sbin/policy-rc.d; }
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ $had_policy = 1 ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 command -v cargo >/dev/null || { echo "setup: Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }

@@ -12,4 +12,6 @@ rm -rf "$pki"
 echo "== npm dependencies of the oidc-provider interop suite"
 (cd interop/oidc-provider && npm ci --no-audit --no-fund --silent)
 echo "== tests"; cargo test --workspace --quiet
+echo "== deploy manifests (kubernetes-validate, yamllint, hadolint, dashboard JSON)"
+./scripts/validate-deploy.sh
 echo "== all checks passed"

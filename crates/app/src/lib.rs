@@ -5,10 +5,12 @@
 pub mod access_log;
 mod admin;
 mod proxy;
+mod reload;
 mod runtime;
 mod tls;
 
-use admin::{Admin, Readiness};
+use admin::Admin;
+pub use admin::Readiness;
 use arc_swap::ArcSwap;
 use gatehouse_config::{Config, FilterConfig, Loaded};
 use gatehouse_core::Filter;
@@ -18,6 +20,7 @@ use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+pub use reload::Reloader;
 use std::sync::Arc;
 
 pub use pingora_core::server::ShutdownSignal;
@@ -34,6 +37,15 @@ pub enum BuildError {
     Tls(String),
     #[error("access log: {0}")]
     AccessLog(String),
+}
+
+/// Loading from a file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Config(gatehouse_config::ConfigErrors),
+    #[error("{0}")]
+    Build(BuildError),
 }
 
 /// Builds filters from their config. Holds what filters of several routes share: one
@@ -262,12 +274,29 @@ pub struct Gatehouse {
     server: Server,
     pub metrics: Metrics,
     pub runtime: Arc<ArcSwap<Runtime>>,
+    reloader: Arc<Reloader>,
+    ready: Readiness,
+    drain: std::time::Duration,
 }
 
 impl Gatehouse {
     /// Build everything from a validated config: load certificates, build filters, bind
     /// nothing yet (Pingora binds when it runs).
     pub fn build(loaded: &Loaded) -> Result<Self, BuildError> {
+        Self::build_with_path(loaded, None)
+    }
+
+    /// Like [`Gatehouse::build`], remembering the file so SIGHUP (or
+    /// [`Gatehouse::reloader`]) can re-read it.
+    pub fn build_from_file(path: &std::path::Path) -> Result<Self, LoadError> {
+        let loaded = gatehouse_config::load_file(path).map_err(LoadError::Config)?;
+        Self::build_with_path(&loaded, Some(path.to_owned())).map_err(LoadError::Build)
+    }
+
+    fn build_with_path(
+        loaded: &Loaded,
+        path: Option<std::path::PathBuf>,
+    ) -> Result<Self, BuildError> {
         let c = &loaded.config;
         let metrics = Metrics::new();
         metrics.set_config_hash(&loaded.hash);
@@ -299,13 +328,15 @@ impl Gatehouse {
             chain,
             "gatehouse proxy",
         );
+        let mut tls_state = Vec::new();
         for l in &c.listeners {
             let addr = l.listen.to_string();
             match &l.tls {
                 None => proxy.add_tcp(&addr),
                 Some(t) => {
-                    let settings = tls::settings(&l.name, t, &metrics)?;
+                    let (settings, shared) = tls::settings(&l.name, t, &metrics)?;
                     proxy.add_tls_with_settings(&addr, None, settings);
+                    tls_state.push((l.name.clone(), shared));
                 }
             }
         }
@@ -316,18 +347,33 @@ impl Gatehouse {
         if let Some(a) = &c.admin {
             let app = Admin {
                 metrics: metrics.clone(),
-                ready,
+                ready: ready.clone(),
                 jwks: factory.jwks(),
             };
             let mut svc = Service::new("gatehouse admin".to_owned(), HttpServer::new_app(app));
             svc.add_tcp(&a.listen.to_string());
             server.add_service(svc);
         }
+        let reloader = Arc::new(Reloader::new(
+            path,
+            c,
+            runtime.clone(),
+            tls_state,
+            metrics.clone(),
+        ));
         Ok(Self {
             server,
             metrics,
             runtime,
+            reloader,
+            ready,
+            drain: c.server.drain_delay.0,
         })
+    }
+
+    /// The reloader (what SIGHUP calls).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// Run until the shutdown signal (Unix signals by default). Returns when every service
@@ -335,7 +381,13 @@ impl Gatehouse {
     pub fn run(self, shutdown: Option<Box<dyn ShutdownSignalWatch>>) {
         let args = match shutdown {
             Some(shutdown_signal) => RunArgs { shutdown_signal },
-            None => RunArgs::default(),
+            None => RunArgs {
+                shutdown_signal: Box::new(reload::Signals {
+                    reloader: self.reloader.clone(),
+                    ready: self.ready.clone(),
+                    drain: self.drain,
+                }),
+            },
         };
         self.server.run(args);
     }

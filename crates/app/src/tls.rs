@@ -3,33 +3,110 @@
 //! they are verified right after it and answered with an HTTP 403 naming the reason.
 
 use crate::BuildError;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use gatehouse_config::{Alpn, ClientCertMode, ListenerTls, TlsVersion};
 use gatehouse_metrics::Metrics;
 use gatehouse_mtls::{inspect_peer, load_pem_bundle, TrustStore};
-use openssl::ssl::{SslFiletype, SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::{SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
 use openssl::stack::Stack;
+use openssl::x509::X509;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{TlsAccept, ALPN};
 use pingora_core::protocols::tls::TlsRef;
+use pingora_core::tls::ext;
 use std::any::Any;
 use std::sync::Arc;
 
+/// What a listener's TLS uses that a reload may replace: the server certificate and the
+/// client-certificate trust store.
+pub struct TlsMaterial {
+    leaf: X509,
+    chain: Vec<X509>,
+    key: PKey<Private>,
+    trust: Option<TrustStore>,
+}
+
+impl TlsMaterial {
+    /// Load certificate, key and CA bundles from the listener's config.
+    pub fn load(t: &ListenerTls) -> Result<Self, BuildError> {
+        let pem = std::fs::read(&t.cert_file)
+            .map_err(|e| BuildError::Tls(format!("{}: {e}", t.cert_file)))?;
+        let mut certs = X509::stack_from_pem(&pem)
+            .map_err(err(&t.cert_file))?
+            .into_iter();
+        let leaf = certs
+            .next()
+            .ok_or_else(|| BuildError::Tls(format!("{}: no certificate", t.cert_file)))?;
+        let chain: Vec<X509> = certs.collect();
+        let key_pem = std::fs::read(&t.key_file)
+            .map_err(|e| BuildError::Tls(format!("{}: {e}", t.key_file)))?;
+        let key = PKey::private_key_from_pem(&key_pem).map_err(err(&t.key_file))?;
+        let matches = leaf
+            .public_key()
+            .map(|p| p.public_eq(&key))
+            .unwrap_or(false);
+        if !matches {
+            return Err(BuildError::Tls(format!(
+                "{}: the key does not match the certificate",
+                t.key_file
+            )));
+        }
+        let trust = if t.client_auth.mode == ClientCertMode::Off {
+            None
+        } else {
+            let mut cas = Vec::new();
+            for f in &t.client_auth.ca_files {
+                cas.extend(load_pem_bundle(f).map_err(|e| BuildError::Tls(e.to_string()))?);
+            }
+            Some(
+                TrustStore::new(&cas, &[], t.client_auth.max_depth, false)
+                    .map_err(|e| BuildError::Tls(e.to_string()))?,
+            )
+        };
+        Ok(Self {
+            leaf,
+            chain,
+            key,
+            trust,
+        })
+    }
+}
+
+/// The TLS state of one listener, swapped atomically on reload.
+pub type SharedTls = Arc<ArcSwap<TlsMaterial>>;
+
 struct Acceptor {
     listener: String,
-    trust: Option<TrustStore>,
+    material: SharedTls,
     metrics: Metrics,
 }
 
 #[async_trait]
 impl TlsAccept for Acceptor {
+    /// Runs during every handshake: installs the current server certificate (so a reload
+    /// can replace it without dropping connections).
+    async fn certificate_callback(&self, ssl: &mut TlsRef) {
+        let m = self.material.load();
+        let ok = ext::ssl_use_certificate(ssl, &m.leaf).is_ok()
+            && m.chain
+                .iter()
+                .all(|c| ext::ssl_add_chain_cert(ssl, c).is_ok())
+            && ext::ssl_use_private_key(ssl, &m.key).is_ok();
+        if !ok {
+            tracing::error!(listener = %self.listener, "cannot install the server certificate");
+        }
+    }
+
     /// Runs once per handshake (also for resumed sessions): parse and verify the peer
     /// certificate here so requests only read the result.
     async fn handshake_complete_callback(
         &self,
         ssl: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        let Some(trust) = &self.trust else {
+        let m = self.material.load();
+        let Some(trust) = &m.trust else {
             self.metrics
                 .tls_handshakes
                 .with_label_values(&[&self.listener, "not_requested"])
@@ -54,36 +131,37 @@ fn err(what: &str) -> impl Fn(openssl::error::ErrorStack) -> BuildError + '_ {
     move |e| BuildError::Tls(format!("{what}: {e}"))
 }
 
-/// Build Pingora's TLS settings for one listener.
-pub fn settings(name: &str, t: &ListenerTls, metrics: &Metrics) -> Result<TlsSettings, BuildError> {
+/// Build Pingora's TLS settings for one listener, with its reloadable material.
+pub fn settings(
+    name: &str,
+    t: &ListenerTls,
+    metrics: &Metrics,
+) -> Result<(TlsSettings, SharedTls), BuildError> {
     let wants_certs = t.client_auth.mode != ClientCertMode::Off;
-    let mut cas = Vec::new();
+    let material = TlsMaterial::load(t)?;
+    // CA names sent in the CertificateRequest (fixed for the listener's lifetime)
+    let mut names = Stack::new().map_err(err("client CA list"))?;
     if wants_certs {
         for f in &t.client_auth.ca_files {
-            cas.extend(load_pem_bundle(f).map_err(|e| BuildError::Tls(e.to_string()))?);
+            for ca in load_pem_bundle(f).map_err(|e| BuildError::Tls(e.to_string()))? {
+                names
+                    .push(
+                        ca.subject_name()
+                            .to_owned()
+                            .map_err(err("client CA list"))?,
+                    )
+                    .map_err(err("client CA list"))?;
+            }
         }
     }
-    let trust = if wants_certs {
-        Some(
-            TrustStore::new(&cas, &[], t.client_auth.max_depth, false)
-                .map_err(|e| BuildError::Tls(e.to_string()))?,
-        )
-    } else {
-        None
-    };
+    let shared: SharedTls = Arc::new(ArcSwap::from_pointee(material));
     let acceptor = Acceptor {
         listener: name.to_owned(),
-        trust,
+        material: shared.clone(),
         metrics: metrics.clone(),
     };
     let mut s = TlsSettings::with_callbacks(Box::new(acceptor))
         .map_err(|e| BuildError::Tls(e.to_string()))?;
-    s.set_certificate_chain_file(&t.cert_file)
-        .map_err(err(&t.cert_file))?;
-    s.set_private_key_file(&t.key_file, SslFiletype::PEM)
-        .map_err(err(&t.key_file))?;
-    s.check_private_key()
-        .map_err(err("server key does not match certificate"))?;
     let min = t
         .protocols
         .iter()
@@ -119,16 +197,6 @@ pub fn settings(name: &str, t: &ListenerTls, metrics: &Metrics) -> Result<TlsSet
         // Ask for a certificate but accept any: verification happens after the handshake
         // (see Acceptor) so the client gets an HTTP 403 with a reason.
         s.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
-        let mut names = Stack::new().map_err(err("client CA list"))?;
-        for ca in &cas {
-            names
-                .push(
-                    ca.subject_name()
-                        .to_owned()
-                        .map_err(err("client CA list"))?,
-                )
-                .map_err(err("client CA list"))?;
-        }
         s.set_client_ca_list(names);
     }
     let h2 = t.alpn.contains(&Alpn::H2);
@@ -138,5 +206,5 @@ pub fn settings(name: &str, t: &ListenerTls, metrics: &Metrics) -> Result<TlsSet
         (true, false) => ALPN::H2,
         _ => ALPN::H1,
     });
-    Ok(s)
+    Ok((s, shared))
 }

@@ -39,6 +39,10 @@ pub struct ServerSection {
     /// After the grace period, how long runtimes get to stop.
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout: Dur,
+    /// SIGTERM: how long `/readyz` reports 503 while listeners still accept, before they
+    /// close (lets Kubernetes remove the pod from its endpoints first).
+    #[serde(default = "default_drain_delay")]
+    pub drain_delay: Dur,
     /// Upstream keep-alive pool size (connections).
     #[serde(default = "default_pool")]
     pub upstream_keepalive_pool: usize,
@@ -56,6 +60,9 @@ fn default_grace() -> Dur {
 fn default_shutdown_timeout() -> Dur {
     Dur::secs(5)
 }
+fn default_drain_delay() -> Dur {
+    Dur::secs(0)
+}
 fn default_pool() -> usize {
     128
 }
@@ -69,6 +76,7 @@ impl Default for ServerSection {
             threads: default_threads(),
             grace_period: default_grace(),
             shutdown_timeout: default_shutdown_timeout(),
+            drain_delay: default_drain_delay(),
             upstream_keepalive_pool: default_pool(),
             max_authorization_header: default_max_auth(),
         }

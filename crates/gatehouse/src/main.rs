@@ -65,27 +65,22 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
-        Cmd::Run { config } => {
-            let loaded = match gatehouse_config::load_file(&config) {
-                Ok(l) => l,
-                Err(errors) => {
-                    for e in &errors.0 {
-                        eprintln!("{}: {e}", config.display());
-                    }
-                    return ExitCode::from(EX_USAGE);
-                }
-            };
-            match gatehouse_app::Gatehouse::build(&loaded) {
-                Ok(g) => {
-                    g.run(None);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{}: {e}", config.display());
-                    ExitCode::from(EX_SOFTWARE)
-                }
+        Cmd::Run { config } => match gatehouse_app::Gatehouse::build_from_file(&config) {
+            Ok(g) => {
+                g.run(None);
+                ExitCode::SUCCESS
             }
-        }
+            Err(gatehouse_app::LoadError::Config(errors)) => {
+                for e in &errors.0 {
+                    eprintln!("{}: {e}", config.display());
+                }
+                ExitCode::from(EX_USAGE)
+            }
+            Err(gatehouse_app::LoadError::Build(e)) => {
+                eprintln!("{}: {e}", config.display());
+                ExitCode::from(EX_SOFTWARE)
+            }
+        },
         Cmd::Demo(args) => demo::run(args),
     }
 }

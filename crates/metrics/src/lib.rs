@@ -26,8 +26,9 @@ pub struct Metrics {
     pub rejections: IntCounterVec,
     /// Client-certificate rejections by route and reason.
     pub client_cert_rejections: IntCounterVec,
-    /// Days until expiry of accepted client certificates, by issuer CN of a trusted CA.
-    pub client_cert_expiry_days: HistogramVec,
+    /// Time until expiry of accepted client certificates, by issuer CN of a trusted CA
+    /// (seconds, per Prometheus base units; buckets from 1 day to 2 years).
+    pub client_cert_expiry: HistogramVec,
     /// Soonest `notAfter` (Unix seconds) among accepted client certificates.
     pub client_cert_soonest_expiry: IntGauge,
     /// TLS handshakes completed by listener and client-certificate state.
@@ -136,12 +137,13 @@ impl Metrics {
             "Client-certificate rejections.",
             &["route", "reason"],
         );
-        let client_cert_expiry_days = histogram(
+        const DAY: f64 = 86400.0;
+        let client_cert_expiry = histogram(
             &r,
-            "gatehouse_client_cert_expiry_days",
-            "Days until expiry of accepted client certificates, by issuer.",
+            "gatehouse_client_cert_expiry_seconds",
+            "Time until expiry of accepted client certificates, by issuer (buckets: 1 day to 2 years).",
             &["issuer"],
-            vec![1.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0, 730.0],
+            [1.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0, 730.0].iter().map(|d| d * DAY).collect(),
         );
         let client_cert_soonest_expiry = IntGauge::new(
             "gatehouse_client_cert_soonest_expiry_timestamp_seconds",
@@ -226,7 +228,7 @@ impl Metrics {
             upstream_errors,
             rejections,
             client_cert_rejections,
-            client_cert_expiry_days,
+            client_cert_expiry,
             client_cert_soonest_expiry,
             tls_handshakes,
             crl_updates,

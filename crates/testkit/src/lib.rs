@@ -159,6 +159,15 @@ impl Drop for Upstream {
     }
 }
 
+/// Replace `${NAME}` by its value (test configs; the real loader does this with errors).
+fn expand(yaml: &str, vars: &[(String, String)]) -> String {
+    let mut out = yaml.to_owned();
+    for (k, v) in vars {
+        out = out.replace(&format!("${{{k}}}"), v);
+    }
+    out
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -183,6 +192,10 @@ pub struct Proxy {
     /// The first listener's address.
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The config file it runs (already expanded).
+    pub config_path: PathBuf,
+    vars: Vec<(String, String)>,
+    reloader: Arc<gatehouse_app::Reloader>,
     stop: Arc<tokio::sync::Notify>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -199,22 +212,32 @@ impl Proxy {
             .collect();
         all.push(("PROXY_ADDR".into(), addr.to_string()));
         all.push(("ADMIN_ADDR".into(), admin.to_string()));
-        let loaded = gatehouse_config::load_str_with_env(yaml, |n| {
-            all.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
-        })
-        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        let gh = gatehouse_app::Gatehouse::build(&loaded).unwrap_or_else(|e| panic!("build: {e}"));
+        let config_path = temp_dir("config").join("gatehouse.yaml");
+        std::fs::write(&config_path, expand(yaml, &all)).unwrap();
+        let gh = gatehouse_app::Gatehouse::build_from_file(&config_path)
+            .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let reloader = gh.reloader();
         let stop = Arc::new(tokio::sync::Notify::new());
         let signal = TestShutdown(stop.clone());
         let thread = std::thread::spawn(move || gh.run(Some(Box::new(signal))));
         let proxy = Self {
             addr,
             admin,
+            config_path,
+            vars: all,
+            reloader,
             stop,
             thread: Some(thread),
         };
         proxy.wait_ready().await;
         proxy
+    }
+
+    /// Replace the config file with `yaml` (same variables as at start) and reload it, as
+    /// SIGHUP does.
+    pub fn reload_with(&self, yaml: &str) -> Result<(), Vec<String>> {
+        std::fs::write(&self.config_path, expand(yaml, &self.vars)).unwrap();
+        self.reloader.reload()
     }
 
     async fn wait_ready(&self) {
@@ -451,4 +474,14 @@ pub fn raw_tls(addr: SocketAddr, root: &Issued, cert: Option<&Issued>, request: 
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The leaf certificate a TLS server presents (blocking).
+pub fn peer_cert(addr: SocketAddr, root: &Issued) -> openssl::x509::X509 {
+    use openssl::ssl::{SslConnector, SslMethod};
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.cert_store_mut().add_cert(root.cert.clone()).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    let s = b.build().connect("localhost", tcp).unwrap();
+    s.ssl().peer_certificate().unwrap()
 }

@@ -1,0 +1,373 @@
+//! Operating Gatehouse: hot reload (under load, broken, certificates), SIGHUP/SIGTERM on the
+//! real binary, readiness during drain, the JSON access log, and the metrics format.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use gatehouse_testkit::gatehouse_devauth::pki::CertSpec;
+use gatehouse_testkit::{free_port, Proxy, TestPki, Upstream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn yaml(upstream: &str, extra_route: &str) -> String {
+    format!(
+        "version: 1
+server: {{ threads: 2, grace_period: 1s, shutdown_timeout: 1s }}
+admin: {{ listen: \"${{ADMIN_ADDR}}\" }}
+log: {{ access_log: off }}
+listeners:
+  - name: edge
+    listen: \"${{PROXY_ADDR}}\"
+    tls:
+      cert_file: ${{CERT_DIR}}/server.pem
+      key_file: ${{CERT_DIR}}/server.key
+      client_auth: {{ mode: required, ca_files: [\"${{CERT_DIR}}/root-ca.pem\"] }}
+upstreams:
+  a: {{ peers: [\"${{UP_A}}\"] }}
+  b: {{ peers: [\"${{UP_B}}\"] }}
+routes:
+  - name: api
+    match: {{ path_prefix: /api/ }}
+    upstream: {upstream}
+    filters:
+      - kind: client_cert
+{extra_route}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_under_load_loses_no_request() {
+    let pki = TestPki::new();
+    let (ua, ub) = (Upstream::start().await, Upstream::start().await);
+    let vars = [
+        ("CERT_DIR", pki.dir.display().to_string()),
+        ("UP_A", ua.addr.to_string()),
+        ("UP_B", ub.addr.to_string()),
+    ];
+    let gh = Proxy::start(&yaml("a", ""), &vars).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let c = pki.client(Some(&pki.pki.partner_a));
+        let url = gh.url("/api/x");
+        tasks.push(tokio::spawn(async move {
+            let mut codes = Vec::new();
+            for _ in 0..150 {
+                codes.push(
+                    c.get(&url)
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0),
+                );
+            }
+            codes
+        }));
+    }
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        gh.reload_with(&yaml(if i % 2 == 0 { "b" } else { "a" }, ""))
+            .unwrap();
+    }
+    let mut total = 0;
+    for t in tasks {
+        for code in t.await.unwrap() {
+            assert_eq!(code, 200, "a request failed during reloads");
+            total += 1;
+        }
+    }
+    assert_eq!(total, 600);
+    assert!(
+        ua.count() > 0 && ub.count() > 0,
+        "both configurations served: a={} b={}",
+        ua.count(),
+        ub.count()
+    );
+    assert_eq!(ua.count() + ub.count(), 600);
+    assert_eq!(
+        gh.metric("gatehouse_config_reloads_total{result=\"success\"}")
+            .await,
+        7.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_reload_changes_nothing() {
+    let pki = TestPki::new();
+    let (ua, ub) = (Upstream::start().await, Upstream::start().await);
+    let vars = [
+        ("CERT_DIR", pki.dir.display().to_string()),
+        ("UP_A", ua.addr.to_string()),
+        ("UP_B", ub.addr.to_string()),
+    ];
+    let gh = Proxy::start(&yaml("a", ""), &vars).await;
+    let before = gh.metrics().await;
+    let hash = before
+        .lines()
+        .find(|l| l.starts_with("gatehouse_config_info"))
+        .unwrap()
+        .to_owned();
+
+    let typo = yaml("b", "").replace("upstream: b", "upstrem: b");
+    let errors = gh.reload_with(&typo).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("routes[0]") && e.contains("upstrem")),
+        "{errors:?}"
+    );
+    let missing_cert = yaml("b", "").replace("server.pem", "nope.pem");
+    assert!(gh.reload_with(&missing_cert).is_err());
+    let moved = yaml("b", "").replace("\"${PROXY_ADDR}\"", "\"127.0.0.2:1\"");
+    let errors = gh.reload_with(&moved).unwrap_err();
+    assert!(errors[0].contains("cannot change on reload"), "{errors:?}");
+
+    let c = pki.client(Some(&pki.pki.partner_a));
+    assert_eq!(c.get(gh.url("/api/x")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        (ua.count(), ub.count()),
+        (1, 0),
+        "still the old configuration"
+    );
+    let after = gh.metrics().await;
+    assert!(after.contains(&hash), "config hash unchanged");
+    assert_eq!(
+        gh.metric("gatehouse_config_reloads_total{result=\"failure\"}")
+            .await,
+        3.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_replaces_the_server_certificate_and_trust() {
+    let pki = TestPki::new();
+    let (ua, ub) = (Upstream::start().await, Upstream::start().await);
+    let vars = [
+        ("CERT_DIR", pki.dir.display().to_string()),
+        ("UP_A", ua.addr.to_string()),
+        ("UP_B", ub.addr.to_string()),
+    ];
+    let gh = Proxy::start(&yaml("a", ""), &vars).await;
+    let (addr, root) = (gh.addr, pki.pki.root.clone());
+    let first = tokio::task::spawn_blocking(move || gatehouse_testkit::peer_cert(addr, &root))
+        .await
+        .unwrap();
+    // rotate the server certificate, and trust a second root for clients
+    let rotated = pki.issue(&CertSpec::localhost(), None);
+    pki.save("server", &rotated);
+    let other = TestPki::new();
+    let bundle = [
+        pki.pki.root.cert_pem().unwrap(),
+        other.pki.root.cert_pem().unwrap(),
+    ]
+    .concat();
+    std::fs::write(pki.path("root-ca.pem"), bundle).unwrap();
+    gh.reload_with(&yaml("a", "")).unwrap();
+    let root = pki.pki.root.clone();
+    let second = tokio::task::spawn_blocking(move || gatehouse_testkit::peer_cert(addr, &root))
+        .await
+        .unwrap();
+    assert_ne!(first.to_der().unwrap(), second.to_der().unwrap());
+    assert_eq!(second.to_der().unwrap(), rotated.der());
+    // a client of the newly trusted root is accepted on a new connection
+    let res = pki
+        .client(Some(&other.pki.partner_a))
+        .get(gh.url("/api/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_reloads_on_sighup_logs_json_and_drains_on_sigterm() {
+    let pki = TestPki::new();
+    let (ua, ub) = (Upstream::start().await, Upstream::start().await);
+    let (port, admin) = (free_port(), free_port());
+    let log = pki.path("access.log");
+    let render = |upstream: &str| {
+        yaml(upstream, "")
+            .replace("${CERT_DIR}", &pki.dir.display().to_string())
+            .replace("${UP_A}", &ua.addr.to_string())
+            .replace("${UP_B}", &ub.addr.to_string())
+            .replace("${PROXY_ADDR}", &format!("127.0.0.1:{port}"))
+            .replace("${ADMIN_ADDR}", &format!("127.0.0.1:{admin}"))
+            .replace("access_log: off", &format!("access_log: {log}"))
+            .replace("grace_period: 1s", "grace_period: 1s, drain_delay: 2s")
+    };
+    let file = pki.path("gatehouse.yaml");
+    std::fs::write(&file, render("a")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["run", "-c", &file])
+        .env("GATEHOUSE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut child = Child(child);
+    let ready = || async {
+        reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    for _ in 0..200 {
+        if ready().await == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready().await, 200);
+    let url = format!("https://localhost:{port}/api/x");
+    let c = pki.client(Some(&pki.pki.partner_a));
+    assert_eq!(
+        c.get(&url)
+            .bearer_auth("secret-token-value")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(ua.count(), 1);
+
+    // SIGHUP: the new file is read, the process keeps running
+    std::fs::write(&file, render("b")).unwrap();
+    signal(pid, "HUP");
+    let mut switched = false;
+    for _ in 0..100 {
+        let fresh = pki.client(Some(&pki.pki.partner_a));
+        fresh.get(&url).send().await.unwrap();
+        if ub.count() > 0 {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(switched, "SIGHUP did not reload");
+
+    // access log: one JSON object per request, no token
+    let text = std::fs::read_to_string(&log).unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    for field in [
+        "time",
+        "route",
+        "method",
+        "path",
+        "status",
+        "duration_s",
+        "upstream",
+        "cert_subject",
+        "cert_sha256",
+    ] {
+        assert!(
+            first.get(field).is_some(),
+            "access log lacks {field}: {first}"
+        );
+    }
+    assert_eq!(first["route"], "api");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["cert_subject"], "CN=partner-a, O=partner-a Ltd");
+    assert!(!text.contains("secret-token-value"));
+
+    // SIGTERM: /readyz turns 503 while the proxy still serves during drain_delay
+    signal(pid, "TERM");
+    let mut not_ready = false;
+    for _ in 0..20 {
+        if ready().await == 503 {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(not_ready, "/readyz did not turn 503 on SIGTERM");
+    let fresh = pki.client(Some(&pki.pki.partner_a));
+    assert_eq!(
+        fresh.get(&url).send().await.unwrap().status(),
+        200,
+        "still serving during the drain"
+    );
+    let mut exited = None;
+    for _ in 0..200 {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "gatehouse did not exit cleanly after SIGTERM: {exited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_pass_promtool_check() {
+    let pki = TestPki::new();
+    let (ua, ub) = (Upstream::start().await, Upstream::start().await);
+    let vars = [
+        ("CERT_DIR", pki.dir.display().to_string()),
+        ("UP_A", ua.addr.to_string()),
+        ("UP_B", ub.addr.to_string()),
+    ];
+    let gh = Proxy::start(&yaml("a", ""), &vars).await;
+    // produce a few series of every kind
+    let c = pki.client(Some(&pki.pki.partner_a));
+    assert_eq!(c.get(gh.url("/api/x")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        pki.client(None)
+            .get(gh.url("/api/x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        c.get(gh.url("/nothing")).send().await.unwrap().status(),
+        404
+    );
+    let text = gh.metrics().await;
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut promtool) = promtool else {
+        panic!("promtool is required (Debian package `prometheus`; scripts/setup.sh installs it)");
+    };
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{report}"
+    );
+    assert!(
+        report.trim().is_empty(),
+        "promtool lint findings:\n{report}"
+    );
+}
