@@ -52,17 +52,21 @@ pub fn bytes_response(status: u16, content_type: &str, body: Vec<u8>) -> Resp {
     r
 }
 
-/// Serve `handler` on `listener` until the task is dropped. With `tls`, every connection
-/// does a TLS handshake first (the acceptor decides whether a client cert is requested).
+/// Serve `handler` on `listener` until the task is dropped; dropping it also closes every
+/// open connection (so a test can take a server down completely). With `tls`, every
+/// connection does a TLS handshake first (the acceptor decides whether a client cert is
+/// requested).
 pub async fn serve(listener: TcpListener, tls: Option<SslAcceptor>, handler: Handler) {
     let tls = tls.map(Arc::new);
+    let mut conns = tokio::task::JoinSet::new();
     loop {
+        while conns.try_join_next().is_some() {}
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let handler = handler.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             match tls {
                 None => serve_conn(TokioIo::new(stream), None, handler).await,
                 Some(acc) => {

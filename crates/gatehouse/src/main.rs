@@ -38,12 +38,33 @@ enum Cmd {
     Demo(demo::DemoArgs),
 }
 
+/// `GATEHOUSE_LOG` (EnvFilter syntax, default `info`), with third-party crates capped
+/// whatever is asked: at trace level Pingora prints whole request headers and hyper/h2/reqwest
+/// print header blocks — that would put access tokens in the logs.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let mut f = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for cap in [
+        "pingora_proxy=info",
+        "pingora_core=info",
+        "pingora_cache=info",
+        "hyper=info",
+        "hyper_util=info",
+        "h2=info",
+        "reqwest=info",
+        "rustls=info",
+        "tokio_openssl=info",
+    ] {
+        if let Ok(d) = cap.parse() {
+            f = f.add_directive(d);
+        }
+    }
+    f
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().cmd {

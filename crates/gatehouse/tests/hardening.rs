@@ -1,0 +1,334 @@
+//! Hardening: secrets never reach logs or metrics, request smuggling basics, odd headers,
+//! JWKS outages.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use gatehouse_testkit::{
+    free_port, gateway_client, json, partner_client, raw_tls, AuthServer, Proxy, TestPki, Upstream,
+};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Run the demo (proxy + dev AS + upstream) with debug logging, send valid and invalid
+/// traffic, and look for every secret in everything it wrote and in /metrics.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_token_jwt_secret_or_private_key_in_logs_or_metrics() {
+    let dir = std::env::temp_dir().join(format!("gatehouse-secrets-{}", std::process::id()));
+    let (port, admin, auth) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["demo", "--dir"])
+        .arg(&dir)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--admin-port",
+            &admin.to_string(),
+            "--auth-port",
+            &auth.to_string(),
+        ])
+        .env("GATEHOUSE_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    for _ in 0..200 {
+        if reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = |who: Option<&str>| {
+        let root = reqwest::Certificate::from_pem(&std::fs::read(dir.join("root-ca.pem")).unwrap())
+            .unwrap();
+        let mut b = reqwest::Client::builder().add_root_certificate(root);
+        if let Some(who) = who {
+            let cert = std::fs::read(dir.join(format!("{who}.pem"))).unwrap();
+            let key = std::fs::read(dir.join(format!("{who}.key"))).unwrap();
+            b = b.identity(reqwest::Identity::from_pkcs8_pem(&cert, &key).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let a = client(Some("partner-a"));
+    let res = a
+        .post(format!("https://localhost:{auth}/oauth/token"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    let token = json(res).await["access_token"].as_str().unwrap().to_owned();
+    let res = a
+        .get(format!("https://localhost:{port}/api/echo"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let upstream_jwt = json(res).await["authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+    // invalid traffic too: wrong token, token on the wrong connection, malformed header
+    let _ = a
+        .get(format!("https://localhost:{port}/api/echo"))
+        .bearer_auth("made-up-token-value-123")
+        .send()
+        .await;
+    let _ = client(Some("partner-b"))
+        .get(format!("https://localhost:{port}/api/echo"))
+        .bearer_auth(&token)
+        .send()
+        .await;
+    let _ = a
+        .get(format!("https://localhost:{port}/api/echo"))
+        .header("authorization", format!("Bearer {token} extra"))
+        .send()
+        .await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let logs = out_reader.join().unwrap() + &err_reader.join().unwrap();
+    assert!(
+        logs.len() > 1000,
+        "expected debug logs, got {} bytes",
+        logs.len()
+    );
+    assert!(
+        logs.contains("/api/echo"),
+        "the access log is part of what is checked"
+    );
+    let key_pem = std::fs::read_to_string(dir.join("partner-a.key")).unwrap();
+    let key_body = key_pem.lines().nth(1).unwrap().to_owned();
+    let secret = std::fs::read_to_string(dir.join("gateway-secret")).unwrap();
+    for (what, needle) in [
+        ("opaque token", token.as_str()),
+        ("made-up token", "made-up-token-value-123"),
+        ("upstream JWT", upstream_jwt.as_str()),
+        ("JWT signature", upstream_jwt.rsplit('.').next().unwrap()),
+        ("introspection secret", secret.trim()),
+        ("private key", key_body.as_str()),
+        ("private key marker", "PRIVATE KEY"),
+    ] {
+        assert!(!logs.contains(needle), "{what} appears in the logs");
+        assert!(!metrics.contains(needle), "{what} appears in the metrics");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn yaml() -> &'static str {
+    "version: 1
+server: { threads: 1, grace_period: 0s, shutdown_timeout: 0s }
+admin: { listen: \"${ADMIN_ADDR}\" }
+log: { access_log: off }
+listeners:
+  - name: edge
+    listen: \"${PROXY_ADDR}\"
+    tls:
+      cert_file: ${CERT_DIR}/server.pem
+      key_file: ${CERT_DIR}/server.key
+      client_auth: { mode: required, ca_files: [\"${CERT_DIR}/root-ca.pem\"] }
+authorization_servers:
+  dev:
+    issuer: ${ISSUER}
+    jwks_uri: ${ISSUER}/oauth/jwks
+    ca_file: ${CERT_DIR}/root-ca.pem
+    algorithms: [ES256]
+    jwks_min_refresh: 1s
+    introspection:
+      url: ${ISSUER}/oauth/introspect
+      accept: jwt
+      client_auth: { method: client_secret_basic, client_id: gateway, client_secret_env: GH_HARDEN_SECRET }
+upstreams:
+  app: { peers: [\"${UP}\"] }
+routes:
+  - name: api
+    match: { path_prefix: /api/ }
+    upstream: app
+    filters:
+      - kind: client_cert
+      - kind: phantom_token
+        authorization_server: dev
+  - name: jwt
+    match: { path_prefix: /jwt/ }
+    upstream: app
+    filters:
+      - kind: client_cert
+      - kind: jwt
+        authorization_server: dev
+      - kind: cert_bound_token
+  - name: plain
+    match: { path_prefix: /plain/ }
+    upstream: app
+"
+}
+
+async fn setup() -> (TestPki, Upstream, AuthServer, Proxy) {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let auth = AuthServer::start(
+        &pki,
+        vec![
+            partner_client("partner-a", "transactions"),
+            gateway_client(),
+        ],
+    )
+    .await;
+    std::env::set_var("GH_HARDEN_SECRET", "gateway-secret");
+    let vars = [
+        ("CERT_DIR", pki.dir.display().to_string()),
+        ("UP", up.addr.to_string()),
+        ("ISSUER", auth.issuer()),
+    ];
+    let gh = Proxy::start(yaml(), &vars).await;
+    (pki, up, auth, gh)
+}
+
+async fn raw(gh: &Proxy, pki: &TestPki, req: &'static [u8]) -> String {
+    let (addr, root, cert) = (gh.addr, pki.pki.root.clone(), pki.pki.partner_a.clone());
+    tokio::task::spawn_blocking(move || raw_tls(addr, &root, Some(&cert), req))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_smuggling_basics_are_refused_or_normalised() {
+    let (pki, up, _auth, gh) = setup().await;
+    // CL + TE together: must not let a second request hide in the body
+    let res = raw(&gh, &pki, b"POST /plain/a HTTP/1.1\r\nhost: localhost\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /plain/smuggled HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await;
+    assert!(
+        res.starts_with("HTTP/1.1 400") || res.starts_with("HTTP/1.1 200"),
+        "{res}"
+    );
+    // conflicting Content-Length values
+    let res = raw(&gh, &pki, b"POST /plain/b HTTP/1.1\r\nhost: localhost\r\ncontent-length: 3\r\ncontent-length: 10\r\nconnection: close\r\n\r\nabc").await;
+    assert!(res.starts_with("HTTP/1.1 400"), "{res}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let paths: Vec<String> = up
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    assert!(
+        !paths.iter().any(|p| p.contains("smuggled")),
+        "a smuggled request reached the upstream: {paths:?}"
+    );
+    assert!(!paths.iter().any(|p| p == "/plain/b"), "{paths:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_authorization_headers_get_rfc6750_answers() {
+    let (pki, up, _auth, gh) = setup().await;
+    // (request, status, whether the answer must carry the RFC 6750 challenge: a control
+    // character is already refused by the HTTP parser, before any filter runs)
+    let cases: [(&'static [u8], &str, bool); 5] = [
+        (b"GET /api/x HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer a\r\nauthorization: Bearer b\r\nconnection: close\r\n\r\n", "400", true),
+        (b"GET /api/x HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer caf\xc3\xa9\r\nconnection: close\r\n\r\n", "400", true),
+        (b"GET /api/x HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer a\x01b\r\nconnection: close\r\n\r\n", "400", false),
+        (b"GET /api/x HTTP/1.1\r\nhost: localhost\r\nAUTHORIZATION: bearer   unknown-token\r\nconnection: close\r\n\r\n", "401", true),
+        (b"GET /api/x HTTP/1.1\r\nhost: localhost\r\nauthorization: Digest x\r\nconnection: close\r\n\r\n", "400", true),
+    ];
+    for (req, status, challenge) in cases {
+        let res = raw(&gh, &pki, req).await;
+        assert!(
+            res.starts_with(&format!("HTTP/1.1 {status}")),
+            "case {:?}: {res}",
+            String::from_utf8_lossy(&req[..60.min(req.len())]).replace("\r\n", " ")
+        );
+        if challenge {
+            assert!(
+                res.to_ascii_lowercase()
+                    .contains("www-authenticate: bearer"),
+                "{res}"
+            );
+        }
+    }
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn known_signing_keys_keep_working_when_the_jwks_endpoint_is_down() {
+    let (pki, up, auth, gh) = setup().await;
+    let a = pki.client(Some(&pki.pki.partner_a));
+    // a JWT access token from the AS (Curity-style application/jwt gives us one)
+    let opaque = auth.token(&pki, &pki.pki.partner_a).await;
+    assert_eq!(
+        a.get(gh.url("/api/x"))
+            .bearer_auth(&opaque)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let jwt = up.last().unwrap().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        a.get(gh.url("/jwt/x"))
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    drop(auth); // the AS (and its JWKS endpoint) is gone
+                // past jwks_min_refresh, so an unknown kid triggers a (failing) fetch
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        a.get(gh.url("/jwt/x"))
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "cached keys still verify"
+    );
+    // a kid we have never seen cannot be fetched: 503, not 200
+    let mut parts: Vec<String> = jwt.split('.').map(str::to_owned).collect();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    parts[0] = b64.encode(r#"{"alg":"ES256","typ":"at+jwt","kid":"rotated-key"}"#);
+    let res = a
+        .get(gh.url("/jwt/x"))
+        .bearer_auth(parts.join("."))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(
+        gh.metric("gatehouse_jwks_refreshes_total{authorization_server=\"dev\",result=\"error\"}")
+            .await
+            >= 1.0
+    );
+}
