@@ -1,0 +1,58 @@
+//! Bytes per cached token and lookup speed with 1k vs 1M cached tokens.
+//!   cargo run --release -p gatehouse-benches --bin cache_memory [-- 1000000]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Instant;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let big: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let x5t = "Ymwke3hNYkI2b9dEiV4oJduhE-HH2O0TI6wkUmpzc14";
+    let jwt_len = gatehouse_benches::jwt(0).len() as f64;
+    println!("tokens\trss_delta_MiB\tbytes_per_entry\tbeyond_jwt_bytes\tlookups_per_s");
+    for n in [1_000u64, big] {
+        let tokens: Vec<String> = (0..n).map(|i| format!("opaque-token-{i:012}")).collect();
+        let before = rss_bytes();
+        let (server, cache) =
+            gatehouse_benches::primed_server(&tokens, x5t, gatehouse_metrics::Metrics::new()).await;
+        let after = rss_bytes();
+        let per = (after.saturating_sub(before)) as f64 / n as f64;
+        // lookups through the AuthServer, spread over all tokens
+        let rounds = 2_000_000u64;
+        let t = Instant::now();
+        let mut ok = 0u64;
+        for i in 0..rounds {
+            let tok = &tokens[((i * 7919) % n) as usize];
+            if server
+                .lookup(tok, gatehouse_config::ForwardJwt::AsIssued)
+                .await
+                .is_ok()
+            {
+                ok += 1;
+            }
+        }
+        let rate = ok as f64 / t.elapsed().as_secs_f64();
+        assert_eq!(ok, rounds);
+        println!(
+            "{n}\t{:.1}\t{per:.0}\t{:.0}\t{rate:.0}",
+            (after - before) as f64 / 1048576.0,
+            per - jwt_len
+        );
+        drop(server);
+        drop(cache);
+    }
+    println!("(jwt bytes per entry: {jwt_len}; the moka cache holds the key, the Arc'd entry, claims map and JWT)");
+}

@@ -1,0 +1,87 @@
+//! Fixtures shared by the micro-benchmarks and the cache-memory probe: a realistic cached
+//! token (claims and JWT shaped like an RFC 9701 introspection response) and an
+//! authorization server whose cache is pre-filled (no network on a hit).
+#![forbid(unsafe_code)]
+
+use gatehouse_phantom::{
+    ActiveToken, AuthServer, CachePolicy, CachedToken, ClientAuth, Introspector, MokaCache,
+    TokenCache,
+};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Claims like the NGINX harness's stub returns (plus roles), bound to `x5t`.
+pub fn claims(x5t: &str, i: u64) -> serde_json::Map<String, serde_json::Value> {
+    let v = serde_json::json!({
+        "active": true, "client_id": "partner-client", "sub": format!("partner-{i}"),
+        "scope": "transactions", "iss": "https://localhost:9443", "iat": 1_795_000_000,
+        "exp": 4_102_444_800i64, "token_type": "Bearer", "roles": ["service-api"],
+        "cnf": { "x5t#S256": x5t },
+    });
+    v.as_object().cloned().unwrap_or_default()
+}
+
+/// A JWT-sized string (the stub's RFC 9701 response is ~560 bytes).
+pub fn jwt(i: u64) -> Arc<str> {
+    let body = format!("{i:0>16}");
+    format!(
+        "eyJhbGciOiJFUzI1NiIsInR5cCI6InRva2VuLWludHJvc3BlY3Rpb24rand0In0.{}.{}",
+        body.repeat(24),
+        "s".repeat(86)
+    )
+    .into()
+}
+
+/// A fresh cache entry for token `i`.
+pub fn entry(x5t: &str, i: u64) -> Arc<CachedToken> {
+    Arc::new(CachedToken {
+        active: Some(ActiveToken {
+            claims: Arc::new(claims(x5t, i)),
+            jwt: jwt(i),
+            exp: Some(4_102_444_800),
+        }),
+        fresh_until: Instant::now() + Duration::from_secs(3600),
+        keep_for: Duration::from_secs(3600),
+    })
+}
+
+/// The cache key of a token.
+pub fn key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// An authorization server whose cache already holds `tokens` (introspection is never
+/// reached on a hit; its URL points nowhere).
+pub async fn primed_server(
+    tokens: &[String],
+    x5t: &str,
+    metrics: gatehouse_metrics::Metrics,
+) -> (Arc<AuthServer>, Arc<MokaCache>) {
+    let cache = Arc::new(MokaCache::new(tokens.len() as u64 * 2 + 16));
+    for (i, t) in tokens.iter().enumerate() {
+        cache.insert(key(t), entry(x5t, i as u64)).await;
+    }
+    let introspector = Introspector::new(
+        reqwest::Client::new(),
+        "http://127.0.0.1:9/introspect".into(),
+        gatehouse_config::IntrospectionFormat::Json,
+        ClientAuth::Tls {
+            client_id: "bench".into(),
+        },
+        None,
+    );
+    let server = AuthServer::new(
+        "bench".into(),
+        introspector,
+        cache.clone() as Arc<dyn TokenCache>,
+        CachePolicy {
+            max_ttl: Duration::from_secs(3600),
+            negative_ttl: Duration::from_secs(5),
+            stale_if_error: None,
+        },
+        None,
+        metrics,
+    );
+    (Arc::new(server), cache)
+}
