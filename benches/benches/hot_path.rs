@@ -85,12 +85,14 @@ fn bench(c: &mut Criterion) {
     });
 
     // the whole chain on a cache hit: client_cert → phantom_token → cert_bound_token → claims
-    let mut cert_cfg = CertCfg::default();
-    cert_cfg.require_eku_client_auth = true;
-    cert_cfg.identities = vec![Identity {
-        common_name: Some("partner-a".into()),
+    let cert_cfg = CertCfg {
+        require_eku_client_auth: true,
+        identities: vec![Identity {
+            common_name: Some("partner-a".into()),
+            ..Default::default()
+        }],
         ..Default::default()
-    }];
+    };
     let filters: Vec<Box<dyn Filter>> = vec![
         Box::new(
             gatehouse_mtls::ClientCertFilter::new(&cert_cfg, &[], 4, metrics.clone()).unwrap(),

@@ -311,6 +311,7 @@ impl Gatehouse {
             grace_period_seconds: Some(c.server.grace_period.0.as_secs()),
             graceful_shutdown_timeout_seconds: Some(c.server.shutdown_timeout.0.as_secs()),
             upstream_keepalive_pool_size: c.server.upstream_keepalive_pool,
+            work_stealing: c.server.work_stealing,
             ..ServerConf::default()
         };
         conf.upgrade_sock = std::env::temp_dir()

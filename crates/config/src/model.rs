@@ -43,6 +43,11 @@ pub struct ServerSection {
     /// close (lets Kubernetes remove the pod from its endpoints first).
     #[serde(default = "default_drain_delay")]
     pub drain_delay: Dur,
+    /// Pingora's work-stealing runtime (one multi-threaded runtime per service) instead
+    /// of one single-threaded runtime per thread (NGINX-like workers, fewer cross-thread
+    /// wake-ups).
+    #[serde(default)]
+    pub work_stealing: bool,
     /// Upstream keep-alive pool size (connections).
     #[serde(default = "default_pool")]
     pub upstream_keepalive_pool: usize,
@@ -77,6 +82,7 @@ impl Default for ServerSection {
             grace_period: default_grace(),
             shutdown_timeout: default_shutdown_timeout(),
             drain_delay: default_drain_delay(),
+            work_stealing: false,
             upstream_keepalive_pool: default_pool(),
             max_authorization_header: default_max_auth(),
         }

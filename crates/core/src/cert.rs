@@ -124,11 +124,20 @@ pub struct ClientCert {
 /// Result of a route-specific verification: `Ok(revocation_unknown)` or the failure.
 pub type RouteVerdict = Result<bool, CertFailure>;
 
-/// A small per-connection memo keyed by (policy id, policy generation).
+/// A small per-connection memo keyed by (policy id, policy generation), plus a flag for
+/// things done once per connection.
 #[derive(Default)]
-pub struct VerdictMemo(std::sync::Mutex<Vec<(u64, u64, RouteVerdict)>>);
+pub struct VerdictMemo(
+    std::sync::Mutex<Vec<(u64, u64, RouteVerdict)>>,
+    std::sync::atomic::AtomicBool,
+);
 
 impl VerdictMemo {
+    /// `true` the first time it is called for this connection's certificate.
+    pub fn first_acceptance(&self) -> bool {
+        !self.1.swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The memoized verdict for `(id, generation)`, computing it with `f` on a miss.
     pub fn get_or(
         &self,

@@ -253,19 +253,22 @@ impl Filter for ClientCertFilter {
         if !self.identities.is_empty() && !self.identities.iter().any(|m| m.matches(&cert)) {
             return self.reject(ctx, CertFailure::IdentityNotAllowed);
         }
-        let left = (cert.not_after - unix_now()) as f64;
-        let issuer_cn = crate::identity::parse_dn(&cert.issuer)
-            .ok()
-            .and_then(|dn| dn.into_iter().find(|(k, _)| k == "CN").map(|(_, v)| v))
-            .unwrap_or_else(|| "unknown".to_owned());
-        // the issuer is a trusted CA here, so the label set is bounded by the CA bundle
-        self.metrics
-            .client_cert_expiry
-            .with_label_values(&[&issuer_cn])
-            .observe(left);
-        let soonest = &self.metrics.client_cert_soonest_expiry;
-        if soonest.get() == 0 || cert.not_after < soonest.get() {
-            soonest.set(cert.not_after);
+        // expiry metrics once per connection (per accepted certificate), not per request
+        if cert.memo.first_acceptance() {
+            let left = (cert.not_after - unix_now()) as f64;
+            let issuer_cn = crate::identity::parse_dn(&cert.issuer)
+                .ok()
+                .and_then(|dn| dn.into_iter().find(|(k, _)| k == "CN").map(|(_, v)| v))
+                .unwrap_or_else(|| "unknown".to_owned());
+            // the issuer is a trusted CA here, so the label set is bounded by the CA bundle
+            self.metrics
+                .client_cert_expiry
+                .with_label_values(&[&issuer_cn])
+                .observe(left);
+            let soonest = &self.metrics.client_cert_soonest_expiry;
+            if soonest.get() == 0 || cert.not_after < soonest.get() {
+                soonest.set(cert.not_after);
+            }
         }
         forward_headers(
             &self.forward,

@@ -31,6 +31,8 @@ pub struct CachedToken {
 pub struct ActiveToken {
     pub claims: Arc<Map<String, Value>>,
     pub jwt: Arc<str>,
+    /// `Bearer <jwt>`, built once per token (not per request).
+    pub upstream_header: http::HeaderValue,
     /// `exp` (Unix seconds) if the token has one.
     pub exp: Option<i64>,
 }

@@ -127,10 +127,15 @@ impl AuthServer {
                     Some(stale) => (ttl + stale).min(until_exp.max(ttl)),
                     None => ttl,
                 };
+                let upstream_header =
+                    HeaderValue::from_str(&format!("Bearer {jwt}")).map_err(|_| {
+                        IntrospectError::BadResponse("the JWT is not a valid header value")
+                    })?;
                 CachedToken {
                     active: Some(ActiveToken {
                         claims: Arc::new(claims),
                         jwt,
+                        upstream_header,
                         exp,
                     }),
                     fresh_until: Instant::now() + ttl,

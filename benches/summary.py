@@ -1,0 +1,53 @@
+"""Prints the side-by-side table of one benches/run.sh run (median over rounds)."""
+import collections
+import statistics
+import sys
+
+res, start, cpu_log, burst, mem, rss = sys.argv[1:7]
+rows = [l.rstrip("\n").split("\t") for l in open(res).readlines()[int(start):]
+        if l.strip() and not l.startswith("date")]
+by = collections.defaultdict(list)
+for r in rows:
+    by[(r[1], r[2])].append(r)
+scmap = {"passthru": "passthru_mtls", "auth": "auth_cnf", "auth_lua": "auth_cnf_lua",
+         "auth_lua_lru": "auth_cnf_lua_lru", "handshake": "handshake_full"}
+cpu = collections.defaultdict(list)
+for l in open(cpu_log):
+    p, sc, pct = l.rstrip("\n").split("\t")
+    cpu[(p, scmap.get(sc, sc))].append(float(pct))
+
+
+def med(rs, i):
+    v = [float(r[i]) for r in rs if r[i] not in ("-", "")]
+    return statistics.median(v) if v else float("nan")
+
+
+best_nginx = {"passthru_mtls": "passthru_mtls", "auth_cnf": "auth_cnf_lua_lru",
+              "handshake_full": "handshake_full"}
+print()
+print("| scenario | proxy | req/s | p50 ms | p99 ms | proxy CPU % of a core | success | Gatehouse / NGINX |")
+print("|---|---|---:|---:|---:|---:|---:|---|")
+for sc in ["passthru_mtls", "auth_cnf", "auth_cnf_lua", "auth_cnf_lua_lru", "handshake_full"]:
+    for peer in ["nginx", "gatehouse"]:
+        rs = by.get((peer, sc))
+        if not rs:
+            continue
+        rps = med(rs, 6)
+        ratio = ""
+        ref = ("nginx", best_nginx.get(sc, sc))
+        if peer == "gatehouse" and ref in by:
+            ratio = (f"{rps / med(by[ref], 6):.2f}x req/s, p99 {med(rs, 8):.2f} vs {med(by[ref], 8):.2f} ms"
+                     f" (vs {ref[1]})")
+        c = cpu.get((peer, sc))
+        cpu_s = f"{statistics.median(c):.0f}" if c else "-"
+        print(f"| {sc} | {peer} | {rps:.0f} | {med(rs, 7):.2f} | {med(rs, 8):.2f} | {cpu_s} | {rs[-1][9]} | {ratio} |")
+print()
+print("cache-miss burst (100 concurrent first uses of one fresh token): introspection calls")
+for l in open(burst):
+    p, n = l.split()
+    print(f"  {p}: {n}")
+print()
+print("token cache memory (target/release/cache_memory):")
+for l in open(mem):
+    print("  " + l.rstrip())
+print(f"\nGatehouse RSS at the end of the run: {int(rss) / 1024:.1f} MiB")
