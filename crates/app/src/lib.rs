@@ -137,7 +137,15 @@ impl FilterFactory {
         }
         let source = match (&a.jwks_uri, &a.jwks_file) {
             (Some(url), _) => gatehouse_jwt::KeySource::Url {
-                client: Self::http_client(a, std::time::Duration::from_secs(5))?,
+                // the same bound as introspection: an unknown kid must not hold a request
+                // longer than the authorization server's timeout
+                client: Self::http_client(
+                    a,
+                    a.introspection
+                        .as_ref()
+                        .map(|i| i.timeout.0)
+                        .unwrap_or(std::time::Duration::from_secs(2)),
+                )?,
                 url: url.clone(),
             },
             (None, Some(file)) => {
@@ -283,19 +291,30 @@ impl Gatehouse {
     /// Build everything from a validated config: load certificates, build filters, bind
     /// nothing yet (Pingora binds when it runs).
     pub fn build(loaded: &Loaded) -> Result<Self, BuildError> {
-        Self::build_with_path(loaded, None)
+        Self::build_with_path(loaded, None, false)
     }
 
     /// Like [`Gatehouse::build`], remembering the file so SIGHUP (or
     /// [`Gatehouse::reloader`]) can re-read it.
     pub fn build_from_file(path: &std::path::Path) -> Result<Self, LoadError> {
+        Self::build_from_file_upgrading(path, false)
+    }
+
+    /// Like [`Gatehouse::build_from_file`]; with `upgrade`, the listening sockets are taken
+    /// over from a running Gatehouse (Pingora's graceful upgrade: start this one, then send
+    /// the old one SIGQUIT; it hands its sockets over `server.upgrade_sock` and drains).
+    pub fn build_from_file_upgrading(
+        path: &std::path::Path,
+        upgrade: bool,
+    ) -> Result<Self, LoadError> {
         let loaded = gatehouse_config::load_file(path).map_err(LoadError::Config)?;
-        Self::build_with_path(&loaded, Some(path.to_owned())).map_err(LoadError::Build)
+        Self::build_with_path(&loaded, Some(path.to_owned()), upgrade).map_err(LoadError::Build)
     }
 
     fn build_with_path(
         loaded: &Loaded,
         path: Option<std::path::PathBuf>,
+        upgrade: bool,
     ) -> Result<Self, BuildError> {
         let c = &loaded.config;
         let metrics = Metrics::new();
@@ -314,11 +333,18 @@ impl Gatehouse {
             work_stealing: c.server.work_stealing,
             ..ServerConf::default()
         };
-        conf.upgrade_sock = std::env::temp_dir()
-            .join(format!("gatehouse-upgrade-{}.sock", std::process::id()))
-            .display()
-            .to_string();
-        let mut server = Server::new_with_opt_and_conf(None, conf);
+        // the old and the new process must agree on this path: it comes from the config
+        conf.upgrade_sock = c.server.upgrade_sock.clone().unwrap_or_else(|| {
+            std::env::temp_dir()
+                .join("gatehouse-upgrade.sock")
+                .display()
+                .to_string()
+        });
+        let opt = upgrade.then(|| pingora_core::server::configuration::Opt {
+            upgrade,
+            ..Default::default()
+        });
+        let mut server = Server::new_with_opt_and_conf(opt, conf);
         server.bootstrap();
 
         let access_log = access_log::AccessLog::open(c.log.access_log.as_deref())

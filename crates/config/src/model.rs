@@ -43,11 +43,17 @@ pub struct ServerSection {
     /// close (lets Kubernetes remove the pod from its endpoints first).
     #[serde(default = "default_drain_delay")]
     pub drain_delay: Dur,
-    /// Pingora's work-stealing runtime (one multi-threaded runtime per service) instead
-    /// of one single-threaded runtime per thread (NGINX-like workers, fewer cross-thread
-    /// wake-ups).
-    #[serde(default)]
+    /// Pingora's work-stealing runtime (one multi-threaded runtime per service; the
+    /// default) or, with `false`, one single-threaded runtime per thread (NGINX-like
+    /// workers, fewer cross-thread wake-ups). Pingora keeps the per-thread runtimes in a
+    /// process-wide table, so `false` supports one Gatehouse per process only (fine for the
+    /// binary, not for in-process tests that start several).
+    #[serde(default = "default_true")]
     pub work_stealing: bool,
+    /// Unix socket over which a running Gatehouse hands its listening sockets to a new one
+    /// started with `gatehouse run --upgrade` (default: `$TMPDIR/gatehouse-upgrade.sock`).
+    #[serde(default)]
+    pub upgrade_sock: Option<String>,
     /// Upstream keep-alive pool size (connections).
     #[serde(default = "default_pool")]
     pub upstream_keepalive_pool: usize,
@@ -68,6 +74,10 @@ fn default_shutdown_timeout() -> Dur {
 fn default_drain_delay() -> Dur {
     Dur::secs(0)
 }
+fn default_true() -> bool {
+    true
+}
+
 fn default_pool() -> usize {
     128
 }
@@ -82,7 +92,8 @@ impl Default for ServerSection {
             grace_period: default_grace(),
             shutdown_timeout: default_shutdown_timeout(),
             drain_delay: default_drain_delay(),
-            work_stealing: false,
+            work_stealing: true,
+            upgrade_sock: None,
             upstream_keepalive_pool: default_pool(),
             max_authorization_header: default_max_auth(),
         }

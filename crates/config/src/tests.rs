@@ -200,3 +200,22 @@ fn every_conf_example_is_valid() {
     }
     assert!(n >= 2, "expected example configs in {}", conf.display());
 }
+
+#[test]
+fn distribution_point_fetching_is_refused_rather_than_ignored() {
+    let text = MINIMAL.replace(
+        "    upstream: app",
+        "    upstream: app\n    filters:\n      - kind: client_cert\n        revocation: { mode: hard, fetch_distribution_points: true }",
+    );
+    let errs = errors(&text);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert!(
+        paths.contains(&"routes[0].filters[0].revocation.fetch_distribution_points"),
+        "{errs:#?}"
+    );
+    // and hard revocation without any CRL is an error too (it would check nothing)
+    assert!(
+        paths.contains(&"routes[0].filters[0].revocation"),
+        "{errs:#?}"
+    );
+}

@@ -317,13 +317,18 @@ fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
                         "CRLs are configured but mode is off".into(),
                     ));
                 }
-                if cc.revocation.mode != RevocationMode::Off
-                    && cc.revocation.crl_files.is_empty()
-                    && !cc.revocation.fetch_distribution_points
-                {
+                if cc.revocation.fetch_distribution_points {
+                    // fail closed: a setting that is accepted but not acted on would turn
+                    // revocation checking off without a word
+                    p.push((
+                        format!("{at}.revocation.fetch_distribution_points"),
+                        "fetching CRLs from distribution points is not supported yet: download them and list them in crl_files".into(),
+                    ));
+                }
+                if cc.revocation.mode != RevocationMode::Off && cc.revocation.crl_files.is_empty() {
                     p.push((
                         format!("{at}.revocation"),
-                        "revocation is on but there are no crl_files and fetch_distribution_points is false".into(),
+                        "revocation is on but there are no crl_files".into(),
                     ));
                 }
                 for (k, id) in cc.identities.iter().enumerate() {

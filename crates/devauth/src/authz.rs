@@ -71,7 +71,9 @@ fn default_ttl() -> i64 {
 pub struct Faults {
     /// Delay before answering introspection, ms.
     pub delay_ms: AtomicU64,
-    /// 0 normal, 1 HTTP 500, 2 garbage body, 3 `{"active":"yes"}` (no boolean).
+    /// 0 normal, 1 HTTP 500, 2 garbage body, 3 `{"active":"yes"}` (no boolean),
+    /// 4 a forged unsigned `application/json` answer claiming `active: true` whatever was
+    /// asked for, 5 a signed answer whose signature was tampered with.
     pub mode: AtomicU8,
 }
 
@@ -386,6 +388,12 @@ impl DevAuth {
             1 => return oauth_error(500, "server_error"),
             2 => return bytes_response(200, "application/json", b"<html>oops".to_vec()),
             3 => return json(200, &json!({ "active": "yes" })),
+            4 => {
+                return json(
+                    200,
+                    &json!({ "active": true, "sub": "forged", "scope": "transactions" }),
+                )
+            }
             _ => {}
         }
         let f = form(&req.body);
@@ -430,9 +438,11 @@ impl DevAuth {
                 "token_introspection": info,
             });
             return match self.sign("token-introspection+jwt", &outer) {
-                Some(jwt) => {
-                    bytes_response(200, "application/token-introspection+jwt", jwt.into_bytes())
-                }
+                Some(jwt) => bytes_response(
+                    200,
+                    "application/token-introspection+jwt",
+                    self.maybe_tamper(jwt).into_bytes(),
+                ),
                 None => oauth_error(500, "server_error"),
             };
         }
@@ -440,12 +450,29 @@ impl DevAuth {
             return match &claims {
                 None => bytes_response(204, "application/jwt", Vec::new()),
                 Some(c) => match self.sign("at+jwt", &Value::Object(c.clone())) {
-                    Some(jwt) => bytes_response(200, "application/jwt", jwt.into_bytes()),
+                    Some(jwt) => {
+                        bytes_response(200, "application/jwt", self.maybe_tamper(jwt).into_bytes())
+                    }
                     None => oauth_error(500, "server_error"),
                 },
             };
         }
         json(200, &Value::Object(info))
+    }
+
+    /// Fault mode 5: flip one bit of the signature's first byte.
+    fn maybe_tamper(&self, jwt: String) -> String {
+        if self.faults.mode.load(Ordering::Relaxed) != 5 {
+            return jwt;
+        }
+        let Some((head, sig)) = jwt.rsplit_once('.') else {
+            return jwt;
+        };
+        let mut sig = B64.decode(sig).unwrap_or_default();
+        if let Some(b) = sig.first_mut() {
+            *b ^= 1;
+        }
+        format!("{head}.{}", B64.encode(sig))
     }
 
     fn revoke(&self, req: &Req) -> Resp {

@@ -34,6 +34,10 @@ enum Cmd {
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        /// Take the listening sockets over from a running Gatehouse (graceful binary
+        /// upgrade): start this, then send the old process SIGQUIT.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration file: prints every problem, exits 64 on error, 0 if valid.
     Check {
@@ -92,22 +96,24 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
-        Cmd::Run { config } => match gatehouse_app::Gatehouse::build_from_file(&config) {
-            Ok(g) => {
-                g.run(None);
-                ExitCode::SUCCESS
-            }
-            Err(gatehouse_app::LoadError::Config(errors)) => {
-                for e in &errors.0 {
-                    eprintln!("{}: {e}", config.display());
+        Cmd::Run { config, upgrade } => {
+            match gatehouse_app::Gatehouse::build_from_file_upgrading(&config, upgrade) {
+                Ok(g) => {
+                    g.run(None);
+                    ExitCode::SUCCESS
                 }
-                ExitCode::from(EX_USAGE)
+                Err(gatehouse_app::LoadError::Config(errors)) => {
+                    for e in &errors.0 {
+                        eprintln!("{}: {e}", config.display());
+                    }
+                    ExitCode::from(EX_USAGE)
+                }
+                Err(gatehouse_app::LoadError::Build(e)) => {
+                    eprintln!("{}: {e}", config.display());
+                    ExitCode::from(EX_SOFTWARE)
+                }
             }
-            Err(gatehouse_app::LoadError::Build(e)) => {
-                eprintln!("{}: {e}", config.display());
-                ExitCode::from(EX_SOFTWARE)
-            }
-        },
+        }
         Cmd::Demo(args) => demo::run(args),
     }
 }

@@ -345,9 +345,12 @@ async fn revoked_certificates_and_crl_reload() {
     // CRLs for the whole chain: the intermediate's (leaves) and the root's (the intermediate)
     let inter_crl = pki.crl("inter.crl", &pki.pki.intermediate, &[&pki.pki.partner_b]);
     let root_crl = pki.crl("root.crl", &pki.pki.root, &[]);
+    // the root revokes the intermediate; the intermediate's own CRL is not configured
+    let root_revokes_inter = pki.crl("root-revokes.crl", &pki.pki.root, &[&pki.pki.intermediate]);
     let routes = [
         route("hard", &format!("        revocation: {{ mode: hard, crl_files: [\"{inter_crl}\", \"{root_crl}\"] }}")),
         route("soft", &format!("        revocation: {{ mode: soft, crl_files: [\"{inter_crl}\"] }}")),
+        route("softroot", &format!("        revocation: {{ mode: soft, crl_files: [\"{root_revokes_inter}\"] }}")),
         route("hardpartial", &format!("        revocation: {{ mode: hard, crl_files: [\"{inter_crl}\"] }}")),
     ]
     .concat();
@@ -367,6 +370,12 @@ async fn revoked_certificates_and_crl_reload() {
     );
     assert_eq!(
         json(b.get(gh.url("/soft/x")).send().await.unwrap()).await["error"],
+        "certificate_revoked"
+    );
+    // soft with the leaf's CRL missing still applies the CRLs it has: the revoked
+    // intermediate revokes every leaf under it
+    assert_eq!(
+        json(a.get(gh.url("/softroot/x")).send().await.unwrap()).await["error"],
         "certificate_revoked"
     );
     // hard with a CRL missing for part of the chain fails closed

@@ -317,6 +317,89 @@ async fn the_binary_reloads_on_sighup_logs_json_and_drains_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn graceful_upgrade_hands_the_listeners_to_a_new_process() {
+    let pki = TestPki::new();
+    let ua = Upstream::start().await;
+    let (port, admin) = (free_port(), free_port());
+    let sock = pki.path("upgrade.sock");
+    let text = yaml("a", "")
+        .replace("${CERT_DIR}", &pki.dir.display().to_string())
+        .replace("${UP_A}", &ua.addr.to_string())
+        .replace("${UP_B}", &ua.addr.to_string())
+        .replace("${PROXY_ADDR}", &format!("127.0.0.1:{port}"))
+        .replace("${ADMIN_ADDR}", &format!("127.0.0.1:{admin}"))
+        .replace(
+            "grace_period: 1s",
+            &format!("grace_period: 1s, upgrade_sock: \"{sock}\""),
+        );
+    let file = pki.path("gatehouse.yaml");
+    std::fs::write(&file, text).unwrap();
+    let spawn = |extra: &[&str]| {
+        let mut args = vec!["run", "-c", &file];
+        args.extend_from_slice(extra);
+        Child(
+            Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+                .args(&args)
+                .env("GATEHOUSE_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let ready = || async {
+        reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    let mut old = spawn(&[]);
+    for _ in 0..200 {
+        if ready().await == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("https://localhost:{port}/api/x");
+    let get = || async {
+        pki.client(Some(&pki.pki.partner_a))
+            .get(&url)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(get().await, 200);
+
+    // the new binary waits on the upgrade socket for the old one's listeners
+    let mut new = spawn(&["--upgrade"]);
+    for _ in 0..200 {
+        if std::path::Path::new(&sock).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(std::path::Path::new(&sock).exists(), "no upgrade socket");
+    signal(old.0.id(), "QUIT");
+    let mut old_exit = None;
+    for _ in 0..200 {
+        if let Some(st) = old.0.try_wait().unwrap() {
+            old_exit = Some(st);
+            break;
+        }
+        // partners keep being served while the old process drains
+        assert_eq!(get().await, 200, "a request failed during the upgrade");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(old_exit.is_some(), "the old process did not exit");
+    // the same addresses are served by the new process alone
+    assert!(new.0.try_wait().unwrap().is_none(), "the new process died");
+    assert_eq!(get().await, 200);
+    assert_eq!(ready().await, 200);
+    assert!(ua.count() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn metrics_pass_promtool_check() {
     let pki = TestPki::new();
     let (ua, ub) = (Upstream::start().await, Upstream::start().await);

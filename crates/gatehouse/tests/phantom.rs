@@ -479,6 +479,8 @@ async fn authorization_server_failures_fail_closed_with_503() {
         (1u8, 0u64, "500"),
         (2, 0, "garbage"),
         (3, 0, "active not boolean"),
+        (4, 0, "forged unsigned JSON claiming active"),
+        (5, 0, "tampered signature"),
         (0, 1500, "slow"),
     ] {
         f.mode.store(mode, Ordering::Relaxed);
@@ -523,8 +525,15 @@ async fn authorization_server_failures_fail_closed_with_503() {
     assert_eq!(
         gh.metric("gatehouse_introspection_requests_total{result=\"bad_response\"}")
             .await,
-        2.0
+        3.0
     );
+    assert_eq!(
+        gh.metric("gatehouse_introspection_requests_total{result=\"bad_signature\"}")
+            .await,
+        1.0
+    );
+    // none of the failures reached the upstream
+    assert_eq!(s.up.count(), 1);
     drop(gh);
 
     // authorization server down

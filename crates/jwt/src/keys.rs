@@ -29,7 +29,8 @@ pub struct KeyStore {
     keys: RwLock<Arc<HashMap<String, Arc<Entry>>>>,
     /// Keys without a `kid`.
     anonymous: RwLock<Arc<Vec<Arc<Entry>>>>,
-    last_fetch: Mutex<Option<Instant>>,
+    /// When the JWKS was last fetched, and whether that fetch worked.
+    last_fetch: Mutex<Option<(Instant, bool)>>,
     fetch_lock: tokio::sync::Mutex<()>,
     min_refresh: Duration,
     /// Called with `"success"` / `"error"` after each fetch (metrics).
@@ -139,18 +140,22 @@ impl KeyStore {
         if let Some(r) = self.lookup(kid, alg) {
             return r;
         }
-        let recently = self
+        let recent = self
             .last_fetch
             .lock()
             .ok()
             .and_then(|l| *l)
-            .is_some_and(|t| t.elapsed() < self.min_refresh);
-        if recently {
-            return Err(JwtError::UnknownKey);
+            .filter(|(t, _)| t.elapsed() < self.min_refresh);
+        match recent {
+            // the JWKS we have is current: the kid is really unknown
+            Some((_, true)) => return Err(JwtError::UnknownKey),
+            // the last fetch failed: we cannot tell (503, not 401)
+            Some((_, false)) => return Err(JwtError::KeysUnavailable),
+            None => {}
         }
         let fetched = self.fetch().await;
         if let Ok(mut l) = self.last_fetch.lock() {
-            *l = Some(Instant::now());
+            *l = Some((Instant::now(), fetched.is_ok()));
         }
         match fetched {
             Ok(set) => {
@@ -183,7 +188,7 @@ impl KeyStore {
             let _guard = self.fetch_lock.lock().await;
             let fetched = self.fetch().await;
             if let Ok(mut l) = self.last_fetch.lock() {
-                *l = Some(Instant::now());
+                *l = Some((Instant::now(), fetched.is_ok()));
             }
             match fetched {
                 Ok(set) => {

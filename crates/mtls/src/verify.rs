@@ -66,6 +66,9 @@ pub struct TrustStore {
     store: X509Store,
     /// Store without CRLs, for `soft` revocation when a CRL is missing.
     store_no_crl: Option<X509Store>,
+    /// The parsed CRLs, for `soft` revocation: every CRL that is present is still checked
+    /// when another one is missing or stale.
+    crls: Vec<X509Crl>,
     max_depth: u32,
     soft_revocation: bool,
 }
@@ -125,12 +128,21 @@ impl TrustStore {
         max_depth: u32,
         soft_revocation: bool,
     ) -> Result<Self, TrustError> {
+        let soft_with_crls = soft_revocation && !crl_files.is_empty();
         Ok(Self {
             store: build_store(cas, crl_files)?,
-            store_no_crl: if crl_files.is_empty() || !soft_revocation {
-                None
-            } else {
+            store_no_crl: if soft_with_crls {
                 Some(build_store(cas, &[])?)
+            } else {
+                None
+            },
+            crls: if soft_with_crls {
+                crl_files
+                    .iter()
+                    .map(|p| load_crl(p))
+                    .collect::<Result<_, _>>()?
+            } else {
+                Vec::new()
             },
             max_depth,
             soft_revocation,
@@ -145,17 +157,46 @@ impl TrustStore {
         chain: &[X509],
         skew_secs: i64,
     ) -> Result<Verified, CertFailure> {
-        match self.verify_with(&self.store, leaf, chain, skew_secs) {
+        match self.verify_with(&self.store, leaf, chain, skew_secs, None) {
             Err(CertFailure::RevocationUnknown) if self.soft_revocation => {
+                // Some CRL is missing or stale. Verify the chain without OpenSSL's CRL check,
+                // then check every link against the CRLs we do have: a CRL that is present
+                // (even an expired one: revocation is final) still revokes.
                 let store = self.store_no_crl.as_ref().unwrap_or(&self.store);
-                self.verify_with(store, leaf, chain, skew_secs)
-                    .map(|v| Verified {
-                        revocation_unknown: true,
-                        ..v
-                    })
+                let mut path = Vec::new();
+                let v = self.verify_with(store, leaf, chain, skew_secs, Some(&mut path))?;
+                self.check_crls(&path)?;
+                Ok(Verified {
+                    revocation_unknown: true,
+                    ..v
+                })
             }
             other => other,
         }
+    }
+
+    /// Each certificate of the verified `path` (leaf first) against the CRLs signed by its
+    /// issuer.
+    fn check_crls(&self, path: &[X509]) -> Result<(), CertFailure> {
+        for pair in path.windows(2) {
+            let (cert, issuer) = (&pair[0], &pair[1]);
+            let Ok(issuer_key) = issuer.public_key() else {
+                continue;
+            };
+            for crl in &self.crls {
+                let same_issuer = crl
+                    .issuer_name()
+                    .try_cmp(issuer.subject_name())
+                    .is_ok_and(|o| o == std::cmp::Ordering::Equal);
+                if !same_issuer || !crl.verify(&issuer_key).unwrap_or(false) {
+                    continue;
+                }
+                if matches!(crl.get_by_cert(cert), openssl::x509::CrlStatus::Revoked(_)) {
+                    return Err(CertFailure::Revoked);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn verify_with(
@@ -164,6 +205,7 @@ impl TrustStore {
         leaf: &X509,
         chain: &[X509],
         skew_secs: i64,
+        path_out: Option<&mut Vec<X509>>,
     ) -> Result<Verified, CertFailure> {
         let fail = |_| CertFailure::Invalid;
         let mut stack = Stack::new().map_err(fail)?;
@@ -171,15 +213,23 @@ impl TrustStore {
             stack.push(c.clone()).map_err(fail)?;
         }
         let mut ctx = X509StoreContext::new().map_err(fail)?;
-        let (ok, err, depth, issuer_der, chain_len) = ctx
+        let want_path = path_out.is_some();
+        let (ok, err, depth, issuer_der, chain_len, path) = ctx
             .init(store, leaf, &stack, |c| {
                 let ok = c.verify_cert()?;
                 let chain = c.chain();
                 let issuer = chain.and_then(|ch| ch.get(1)).and_then(|i| i.to_der().ok());
                 let len = chain.map(|ch| ch.len()).unwrap_or(0);
-                Ok((ok, c.error(), c.error_depth(), issuer, len))
+                let path: Vec<X509> = match chain {
+                    Some(ch) if want_path => ch.iter().map(|x| x.to_owned()).collect(),
+                    _ => Vec::new(),
+                };
+                Ok((ok, c.error(), c.error_depth(), issuer, len, path))
             })
             .map_err(fail)?;
+        if let Some(out) = path_out {
+            *out = path;
+        }
         if !ok {
             // OpenSSL checks each certificate's time after its signature, walking from the
             // anchor down to the leaf, and after revocation: a time error at depth 0 means

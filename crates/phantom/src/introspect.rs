@@ -336,7 +336,15 @@ pub fn classify(
     }
     let media = content_type.split(';').next().unwrap_or("").trim();
     match (format, media) {
-        (_, "application/json") => json_body(body),
+        (IntrospectionFormat::Json, "application/json") => json_body(body),
+        // A signed format was configured: an unsigned JSON answer may say "inactive" (fail
+        // closed either way), but its claims are never trusted.
+        (_, "application/json") => match json_body(body)? {
+            Body::Inactive => Ok(Body::Inactive),
+            _ => Err(IntrospectError::BadResponse(
+                "unsigned JSON where a signed response is required",
+            )),
+        },
         (IntrospectionFormat::TokenIntrospectionJwt, "application/token-introspection+jwt")
         | (IntrospectionFormat::Jwt, "application/jwt") => {
             let s = std::str::from_utf8(body)
@@ -446,6 +454,19 @@ mod tests {
             ),
             Ok(Body::Jwt("a.b.c".into()))
         );
+        // unsigned active claims where a signed response was asked for are not trusted
+        for f in [F::Jwt, F::TokenIntrospectionJwt] {
+            assert_eq!(
+                classify(f, 200, "application/json", br#"{"active":true,"sub":"a"}"#),
+                Err(IntrospectError::BadResponse(
+                    "unsigned JSON where a signed response is required"
+                ))
+            );
+            assert_eq!(
+                classify(f, 200, "application/json", br#"{"active":false}"#),
+                Ok(Body::Inactive)
+            );
+        }
         // a JWT where JSON was asked for is not trusted
         assert!(classify(F::Json, 200, "application/jwt", b"a.b.c").is_err());
         assert!(classify(F::TokenIntrospectionJwt, 200, "text/html", b"<html>").is_err());

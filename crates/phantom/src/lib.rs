@@ -170,11 +170,33 @@ impl AuthServer {
                 .get_or_load(key, Box::pin(self.load(token, forward)))
                 .await;
             return match refreshed {
-                Ok((fresh, _)) => {
+                Ok((fresh, Lookup::Miss)) => {
+                    // this request ran the refresh
                     self.cache.insert(key, fresh.clone()).await;
                     self.refresh_done(&key).await;
                     count("miss");
                     Ok(fresh)
+                }
+                Ok((fresh, _)) if Instant::now() < fresh.fresh_until => {
+                    // waited for a refresh another request ran
+                    count("coalesced");
+                    Ok(fresh)
+                }
+                Ok(_) => {
+                    // the refresh finished between our two reads (what the refresh slot
+                    // holds now is its spent marker): the main cache has the result
+                    match self.cache.get(&key).await {
+                        Some(now) if Instant::now() < now.fresh_until => {
+                            count("hit");
+                            Ok(now)
+                        }
+                        _ => {
+                            let fresh = self.load(token, forward).await?;
+                            self.cache.insert(key, fresh.clone()).await;
+                            count("miss");
+                            Ok(fresh)
+                        }
+                    }
                 }
                 Err(err) => {
                     let usable = e
@@ -281,15 +303,9 @@ impl Filter for PhantomTokenFilter {
                 "the access token has expired",
             ));
         }
-        let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", active.jwt)) else {
-            return Verdict::Reject(Rejection::new(
-                StatusCode::BAD_GATEWAY,
-                "bad_upstream_token",
-                "the upstream token is not a valid header value",
-            ));
-        };
+        // `Bearer <jwt>` was built (and validated as a header value) once, when cached
         ctx.upstream_headers
-            .push((http::header::AUTHORIZATION, value));
+            .push((http::header::AUTHORIZATION, active.upstream_header.clone()));
         ctx.token = Some(TokenInfo {
             claims: active.claims.clone(),
             upstream_jwt: Some(active.jwt.clone()),
