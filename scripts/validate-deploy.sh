@@ -451,6 +451,16 @@ adm_ports = {p.get("name") for p in adm.get("spec", {}).get("ports", [])}
 check(all(e.get("port") in adm_ports for e in sm.get("endpoints", [])), "ServiceMonitor endpoint port is gatehouse-admin's",
       f"ServiceMonitor endpoint ports not in gatehouse-admin ports {adm_ports}")
 
+# ---- Dockerfile copies every workspace member (cargo cannot load the workspace otherwise)
+if os.path.exists("Cargo.toml"):
+    members = re.findall(r'"([^"]+)"', re.search(r'members\s*=\s*\[([^\]]*)\]', open("Cargo.toml").read()).group(1))
+    tops = sorted({m.split("/")[0] for m in members})
+    dockerfile = open("deploy/Dockerfile").read()
+    ignore = open("deploy/Dockerfile.dockerignore").read().split()
+    missing = [t for t in tops if not re.search(rf"^COPY {re.escape(t)}/ ", dockerfile, re.M) or f"!{t}/" not in ignore]
+    check(not missing, f"Dockerfile and its .dockerignore bring every workspace member ({', '.join(tops)})",
+          f"Dockerfile/.dockerignore miss workspace members: {missing}")
+
 # ---- Grafana dashboard
 known = set()
 if os.path.exists("crates/metrics/src/lib.rs"):
