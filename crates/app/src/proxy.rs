@@ -156,9 +156,19 @@ impl ProxyHttp for Chain {
         let mode = listener
             .map(|l| l.client_cert)
             .unwrap_or(ClientCertMode::Off);
+        // A route whose client_cert filter verifies with its own policy (its CA bundle,
+        // clock skew, CRLs) decides itself; the listener's verdict stands for the others.
+        let route_verifies = rt
+            .routes
+            .get(idx)
+            .is_some_and(|r| r.filters.iter().any(|f| f.verifies_client_cert()));
         let failure = match (mode, &ctx.req.conn_cert, ctx.req.conn_cert_failure) {
             (ClientCertMode::Required, None, _) => Some(CertFailure::Missing),
-            (ClientCertMode::Required | ClientCertMode::Optional, Some(_), Some(f)) => Some(f),
+            (ClientCertMode::Required | ClientCertMode::Optional, Some(_), Some(f))
+                if !route_verifies =>
+            {
+                Some(f)
+            }
             _ => None,
         };
         if let Some(f) = failure {

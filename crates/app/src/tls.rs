@@ -88,6 +88,10 @@ impl TlsAccept for Acceptor {
     /// Runs during every handshake: installs the current server certificate (so a reload
     /// can replace it without dropping connections).
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
+        self.metrics
+            .tls_handshakes_started
+            .with_label_values(&[&self.listener])
+            .inc();
         let m = self.material.load();
         let ok = ext::ssl_use_certificate(ssl, &m.leaf).is_ok()
             && m.chain
@@ -116,8 +120,16 @@ impl TlsAccept for Acceptor {
         let conn = inspect_peer(ssl, trust);
         let state = match &conn {
             None => "none",
-            Some(c) if c.failure.is_none() => "verified",
-            Some(_) => "failed",
+            Some(c) => match c.failure {
+                None => "verified",
+                Some(f) => {
+                    self.metrics
+                        .tls_client_cert_failures
+                        .with_label_values(&[&self.listener, f.reason()])
+                        .inc();
+                    "failed"
+                }
+            },
         };
         self.metrics
             .tls_handshakes

@@ -218,7 +218,6 @@ mod tests {
         RequestCtx {
             token: Some(TokenInfo {
                 claims: Arc::new(claims.as_object().cloned().unwrap_or_default()),
-                upstream_jwt: None,
             }),
             client_cert: cert_sha.map(|s| {
                 Arc::new(ClientCert {

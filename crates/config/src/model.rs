@@ -524,11 +524,19 @@ pub struct Revocation {
     /// PEM or DER CRL files; reloaded when they change.
     #[serde(default)]
     pub crl_files: Vec<String>,
-    /// Fetch CRLs from the certificates' CRL distribution points (http only).
+    /// Fetch CRLs from the certificates' CRL distribution points (http only), in addition
+    /// to `crl_files`.
     #[serde(default)]
     pub fetch_distribution_points: bool,
+    /// How long a fetched CRL is used before it is fetched again (default 1h).
     #[serde(default)]
     pub refresh: Option<Dur>,
+    /// Timeout of one CRL fetch (default 2s).
+    #[serde(default)]
+    pub fetch_timeout: Option<Dur>,
+    /// Most CRLs kept from distribution points (default 1000).
+    #[serde(default)]
+    pub max_cached_crls: Option<u64>,
 }
 
 /// How the verified certificate is passed upstream.

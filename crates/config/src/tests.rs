@@ -202,20 +202,25 @@ fn every_conf_example_is_valid() {
 }
 
 #[test]
-fn distribution_point_fetching_is_refused_rather_than_ignored() {
+fn revocation_without_any_crl_source_is_an_error() {
     let text = MINIMAL.replace(
         "    upstream: app",
-        "    upstream: app\n    filters:\n      - kind: client_cert\n        revocation: { mode: hard, fetch_distribution_points: true }",
+        "    upstream: app\n    filters:\n      - kind: client_cert\n        revocation: { mode: hard }",
     );
     let errs = errors(&text);
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
-    assert!(
-        paths.contains(&"routes[0].filters[0].revocation.fetch_distribution_points"),
-        "{errs:#?}"
-    );
-    // and hard revocation without any CRL is an error too (it would check nothing)
+    // hard revocation without any CRL would check nothing
     assert!(
         paths.contains(&"routes[0].filters[0].revocation"),
         "{errs:#?}"
+    );
+    let ok = MINIMAL.replace(
+        "    upstream: app",
+        "    upstream: app\n    filters:\n      - kind: client_cert\n        revocation: { mode: hard, fetch_distribution_points: true, refresh: 10m }",
+    );
+    assert!(
+        !errors(&ok).iter().any(|e| e.path.contains("revocation")),
+        "{:#?}",
+        errors(&ok)
     );
 }

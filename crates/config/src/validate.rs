@@ -317,18 +317,21 @@ fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
                         "CRLs are configured but mode is off".into(),
                     ));
                 }
-                if cc.revocation.fetch_distribution_points {
-                    // fail closed: a setting that is accepted but not acted on would turn
-                    // revocation checking off without a word
-                    p.push((
-                        format!("{at}.revocation.fetch_distribution_points"),
-                        "fetching CRLs from distribution points is not supported yet: download them and list them in crl_files".into(),
-                    ));
-                }
-                if cc.revocation.mode != RevocationMode::Off && cc.revocation.crl_files.is_empty() {
+                if cc.revocation.mode != RevocationMode::Off
+                    && cc.revocation.crl_files.is_empty()
+                    && !cc.revocation.fetch_distribution_points
+                {
                     p.push((
                         format!("{at}.revocation"),
-                        "revocation is on but there are no crl_files".into(),
+                        "revocation is on but there are no crl_files and fetch_distribution_points is false".into(),
+                    ));
+                }
+                if cc.revocation.refresh.is_some_and(|d| d.0.is_zero())
+                    || cc.revocation.max_cached_crls == Some(0)
+                {
+                    p.push((
+                        format!("{at}.revocation"),
+                        "refresh and max_cached_crls must be positive".into(),
                     ));
                 }
                 for (k, id) in cc.identities.iter().enumerate() {

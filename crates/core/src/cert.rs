@@ -138,19 +138,16 @@ impl VerdictMemo {
         !self.1.swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The memoized verdict for `(id, generation)`, computing it with `f` on a miss.
-    pub fn get_or(
-        &self,
-        id: u64,
-        generation: u64,
-        f: impl FnOnce() -> RouteVerdict,
-    ) -> RouteVerdict {
-        if let Ok(m) = self.0.lock() {
-            if let Some((_, _, v)) = m.iter().find(|(i, g, _)| *i == id && *g == generation) {
-                return *v;
-            }
-        }
-        let v = f();
+    /// The memoized verdict for `(id, generation)`, if any.
+    pub fn peek(&self, id: u64, generation: u64) -> Option<RouteVerdict> {
+        let m = self.0.lock().ok()?;
+        m.iter()
+            .find(|(i, g, _)| *i == id && *g == generation)
+            .map(|(_, _, v)| *v)
+    }
+
+    /// Remember the verdict for `(id, generation)` (replacing older generations of `id`).
+    pub fn put(&self, id: u64, generation: u64, v: RouteVerdict) {
         if let Ok(mut m) = self.0.lock() {
             m.retain(|(i, _, _)| *i != id);
             // bounded: one entry per route policy
@@ -158,6 +155,20 @@ impl VerdictMemo {
                 m.push((id, generation, v));
             }
         }
+    }
+
+    /// The memoized verdict for `(id, generation)`, computing it with `f` on a miss.
+    pub fn get_or(
+        &self,
+        id: u64,
+        generation: u64,
+        f: impl FnOnce() -> RouteVerdict,
+    ) -> RouteVerdict {
+        if let Some(v) = self.peek(id, generation) {
+            return v;
+        }
+        let v = f();
+        self.put(id, generation, v);
         v
     }
 }

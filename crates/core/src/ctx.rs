@@ -9,9 +9,6 @@ pub struct TokenInfo {
     /// The verified claims (introspection result or JWT payload). Never contains the
     /// opaque token itself.
     pub claims: Arc<serde_json::Map<String, serde_json::Value>>,
-    /// The JWT forwarded upstream as `Authorization: Bearer …`, if the filter replaces the
-    /// client's token (phantom token).
-    pub upstream_jwt: Option<Arc<str>>,
 }
 
 impl TokenInfo {

@@ -184,6 +184,13 @@ pub trait Filter: Send + Sync {
     fn owned_headers(&self) -> Vec<http::HeaderName> {
         Vec::new()
     }
+
+    /// `true` for a filter that verifies the connection's client certificate against its
+    /// own trust policy (route CA bundle, clock skew, CRLs, depth). The listener's verdict
+    /// then does not reject on its own: this filter decides, fully, for its route.
+    fn verifies_client_cert(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,8 @@ pub struct CertSpec {
     pub key: KeyKind,
     /// Explicit serial (random if None).
     pub serial: Option<u32>,
+    /// CRL distribution point URIs.
+    pub crl_dp: Vec<String>,
 }
 
 impl CertSpec {
@@ -74,6 +76,7 @@ impl CertSpec {
             not_after_offset: 365 * 86400,
             key: KeyKind::EcP256,
             serial: None,
+            crl_dp: Vec::new(),
         }
     }
 
@@ -242,6 +245,24 @@ pub fn issue(spec: &CertSpec, issuer: Option<&Issued>) -> Result<Issued, PkiErro
             san.email(e);
         }
         let ext = san.build(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))?;
+        b.append_extension(ext)?;
+    }
+    if !spec.crl_dp.is_empty() {
+        let value = spec
+            .crl_dp
+            .iter()
+            .map(|u| format!("URI:{u}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        // the openssl crate has no builder for this extension; the config-string form is
+        // deprecated in OpenSSL's API but fine for a dev PKI
+        #[allow(deprecated)]
+        let ext = openssl::x509::X509Extension::new_nid(
+            None,
+            Some(&b.x509v3_context(issuer.map(|i| i.cert.as_ref()), None)),
+            Nid::CRL_DISTRIBUTION_POINTS,
+            &value,
+        )?;
         b.append_extension(ext)?;
     }
     let signer = issuer.map(|i| &i.key).unwrap_or(&key);

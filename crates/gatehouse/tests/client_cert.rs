@@ -408,3 +408,157 @@ async fn revoked_certificates_and_crl_reload() {
             >= 1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn route_trust_adds_a_ca_and_clock_skew_relaxes_the_leaf_dates() {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    // a second, independent CA that only the /other/ route trusts
+    let other_root =
+        gatehouse_testkit::gatehouse_devauth::pki::issue(&CertSpec::ca("Other Root"), None)
+            .unwrap();
+    let other_ca = pki.path("other-root.pem");
+    std::fs::write(&other_ca, other_root.cert_pem().unwrap()).unwrap();
+    let other_partner = pki.issue(&CertSpec::client("other-partner"), Some(&other_root));
+    // expired 60 s ago: inside a 5 min skew, outside none
+    let just_expired = pki.issue(
+        &CertSpec {
+            not_before_offset: -86400,
+            not_after_offset: -60,
+            ..CertSpec::client("just-expired")
+        },
+        None,
+    );
+    let routes = [
+        route("plain", ""),
+        route("other", &format!("        ca_files: [\"{other_ca}\"]")),
+        route("skew", "        clock_skew: 5m"),
+    ]
+    .concat();
+    let gh = start(&pki, &up, &routes).await;
+    let get = |cert: &gatehouse_testkit::gatehouse_devauth::pki::Issued, path: &str| {
+        let c = pki.client(Some(cert));
+        let url = gh.url(path);
+        async move { c.get(url).send().await.unwrap() }
+    };
+    // the route-specific bundle accepts its own CA's partner; the listener's routes do not
+    assert_eq!(get(&other_partner, "/other/x").await.status(), 200);
+    assert_eq!(
+        json(get(&other_partner, "/plain/x").await).await["error"],
+        "unknown_ca"
+    );
+    // and the route-specific bundle replaces the listener's: partner-a is unknown there
+    assert_eq!(
+        json(get(&pki.pki.partner_a, "/other/x").await).await["error"],
+        "unknown_ca"
+    );
+    // clock skew applies to the route's verdict
+    assert_eq!(get(&just_expired, "/skew/x").await.status(), 200);
+    assert_eq!(
+        json(get(&just_expired, "/plain/x").await).await["error"],
+        "certificate_expired"
+    );
+    assert_eq!(up.count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crls_from_distribution_points_are_fetched_once_cached_and_enforced() {
+    use gatehouse_testkit::gatehouse_devauth::serve::{bytes_response, handler, serve};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    // a CRL publisher on loopback, counting its requests
+    let files: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let crl_addr = listener.local_addr().unwrap();
+    let (f, h) = (files.clone(), hits.clone());
+    let server = tokio::spawn(serve(
+        listener,
+        None,
+        handler(move |req| {
+            h.fetch_add(1, Ordering::SeqCst);
+            let body = f.lock().unwrap().get(req.parts.uri.path()).cloned();
+            async move {
+                match body {
+                    Some(b) => bytes_response(200, "application/pkix-crl", b),
+                    None => bytes_response(404, "text/plain", Vec::new()),
+                }
+            }
+        }),
+    ));
+    let with_dp = |cn: &str, path: &str| {
+        pki.issue(
+            &CertSpec {
+                crl_dp: vec![format!("http://{crl_addr}{path}")],
+                ..CertSpec::client(cn)
+            },
+            None,
+        )
+    };
+    let good = with_dp("dp-good", "/inter.crl");
+    let revoked = with_dp("dp-revoked", "/inter.crl");
+    let unpublished = with_dp("dp-unpublished", "/missing.crl");
+    let inter_crl = pki.crl("dp-inter.crl", &pki.pki.intermediate, &[&revoked]);
+    files
+        .lock()
+        .unwrap()
+        .insert("/inter.crl".into(), std::fs::read(&inter_crl).unwrap());
+    // the intermediate has no distribution point: the root's CRL comes from a file
+    let root_crl = pki.crl("dp-root.crl", &pki.pki.root, &[]);
+    let routes = [
+        route("hard", &format!("        revocation: {{ mode: hard, fetch_distribution_points: true, crl_files: [\"{root_crl}\"] }}")),
+        route("soft", "        revocation: { mode: soft, fetch_distribution_points: true }"),
+    ]
+    .concat();
+    let gh = start(&pki, &up, &routes).await;
+    let get = |cert: &gatehouse_testkit::gatehouse_devauth::pki::Issued, path: &str| {
+        // a new connection each time (verdicts are memoized per connection)
+        let c = pki.client(Some(cert));
+        let url = gh.url(path);
+        async move { c.get(url).send().await.unwrap() }
+    };
+    assert_eq!(get(&good, "/hard/x").await.status(), 200);
+    assert_eq!(get(&good, "/hard/x").await.status(), 200);
+    let res = get(&revoked, "/hard/x").await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(json(res).await["error"], "certificate_revoked");
+    // one fetch served every connection and both certificates
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    // soft: the intermediate's own status is unknown (no root CRL) but the fetched CRL
+    // still revokes
+    assert_eq!(get(&good, "/soft/x").await.status(), 200);
+    assert_eq!(
+        json(get(&revoked, "/soft/x").await).await["error"],
+        "certificate_revoked"
+    );
+    // a distribution point that serves nothing: hard fails closed, soft passes (counted)
+    assert_eq!(
+        json(get(&unpublished, "/hard/x").await).await["error"],
+        "revocation_unknown"
+    );
+    assert_eq!(get(&unpublished, "/soft/x").await.status(), 200);
+    assert_eq!(
+        gh.metric("gatehouse_crl_updates_total{result=\"fetched\",source=\"distribution_point\"}")
+            .await,
+        2.0, // one per route policy (each has its own cache)
+    );
+    assert!(
+        gh.metric("gatehouse_crl_updates_total{result=\"error\",source=\"distribution_point\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        gh.metric(
+            "gatehouse_client_cert_rejections_total{reason=\"certificate_revoked\",route=\"hard\"}"
+        )
+        .await,
+        1.0
+    );
+    // 2 × good (hard) + good (soft) + unpublished (soft)
+    assert_eq!(up.count(), 4);
+    server.abort();
+}

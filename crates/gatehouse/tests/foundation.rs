@@ -104,6 +104,28 @@ async fn required_mode_rejects_missing_and_untrusted_certs_with_403_and_reason()
         .await,
         1.0
     );
+    // the TLS layer saw the bad certificate too, by reason; every handshake that started
+    // also completed here (none was aborted)
+    assert!(
+        gh.metric(
+            "gatehouse_tls_client_cert_failures_total{listener=\"edge\",reason=\"unknown_ca\"}"
+        )
+        .await
+            >= 1.0
+    );
+    let started = gh
+        .metric("gatehouse_tls_handshakes_started_total{listener=\"edge\"}")
+        .await;
+    let mut completed = 0.0;
+    for state in ["verified", "failed", "none"] {
+        completed += gh
+            .metric(&format!(
+                "gatehouse_tls_handshakes_total{{client_cert=\"{state}\",listener=\"edge\"}}"
+            ))
+            .await;
+    }
+    assert!(started >= 3.0, "{started}");
+    assert_eq!(started, completed);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -83,7 +83,6 @@ impl Filter for JwtFilter {
             Ok(claims) => {
                 ctx.token = Some(TokenInfo {
                     claims: Arc::new(claims),
-                    upstream_jwt: None,
                 });
                 Verdict::Continue
             }

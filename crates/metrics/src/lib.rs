@@ -33,6 +33,8 @@ pub struct Metrics {
     pub client_cert_soonest_expiry: IntGauge,
     /// TLS handshakes completed by listener and client-certificate state.
     pub tls_handshakes: IntCounterVec,
+    pub tls_handshakes_started: IntCounterVec,
+    pub tls_client_cert_failures: IntCounterVec,
     /// CRL loads/fetches by source and result.
     pub crl_updates: IntCounterVec,
     /// Introspection calls by result (`active`, `inactive`, `timeout`, `error`, `bad_response`).
@@ -157,6 +159,18 @@ impl Metrics {
             "Completed TLS handshakes by listener and client-certificate state.",
             &["listener", "client_cert"],
         );
+        let tls_handshakes_started = counter(
+            &r,
+            "gatehouse_tls_handshakes_started_total",
+            "TLS handshakes that reached certificate selection, by listener; started minus completed = handshakes that failed at the TLS layer (alerts, no shared group, timeouts).",
+            &["listener"],
+        );
+        let tls_client_cert_failures = counter(
+            &r,
+            "gatehouse_tls_client_cert_failures_total",
+            "Completed handshakes whose client certificate failed verification, by listener and reason (answered with 403 at the HTTP layer).",
+            &["listener", "reason"],
+        );
         let crl_updates = counter(
             &r,
             "gatehouse_crl_updates_total",
@@ -231,6 +245,8 @@ impl Metrics {
             client_cert_expiry,
             client_cert_soonest_expiry,
             tls_handshakes,
+            tls_handshakes_started,
+            tls_client_cert_failures,
             crl_updates,
             introspection_requests,
             introspection_duration,

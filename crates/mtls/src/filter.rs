@@ -1,8 +1,9 @@
 //! The `client_cert` filter.
 
+use crate::dp::{distribution_points, DpFetcher};
 use crate::forward::{forward_headers, CERT_HEADERS};
 use crate::identity::IdentityMatcher;
-use crate::verify::{load_pem_bundle, TrustError, TrustStore};
+use crate::verify::{load_pem_bundle, revocation_status, TrustError, TrustStore};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use gatehouse_config::{
@@ -11,10 +12,10 @@ use gatehouse_config::{
 use gatehouse_core::{CertFailure, Filter, Rejection, RequestCtx, Verdict};
 use gatehouse_metrics::Metrics;
 use http::HeaderName;
-use openssl::x509::X509;
+use openssl::x509::{X509Crl, X509};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why the filter could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,8 @@ pub enum FilterBuildError {
     Identity(usize, String),
     #[error("forward.header: {0}")]
     Header(String),
+    #[error("revocation: {0}")]
+    Http(String),
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -35,6 +38,9 @@ struct RouteTrust {
     crl_files: Vec<String>,
     max_depth: u32,
     soft: bool,
+    /// CRLs from distribution points too: revocation is then checked by
+    /// [`revocation_status`] over the file CRLs and the fetched ones.
+    dp: Option<DpFetcher>,
     store: ArcSwap<TrustStore>,
     generation: AtomicU64,
     mtimes: std::sync::Mutex<Vec<Option<SystemTime>>>,
@@ -60,7 +66,7 @@ impl RouteTrust {
         if !changed {
             return;
         }
-        match TrustStore::new(&self.cas, &self.crl_files, self.max_depth, self.soft) {
+        match self.build_store() {
             Ok(store) => {
                 self.store.store(Arc::new(store));
                 self.generation.fetch_add(1, Ordering::AcqRel);
@@ -81,6 +87,59 @@ impl RouteTrust {
                     .inc();
                 tracing::warn!("client_cert: CRL reload failed, keeping the previous CRLs: {e}");
             }
+        }
+    }
+}
+
+impl RouteTrust {
+    fn build_store(&self) -> Result<TrustStore, TrustError> {
+        if self.dp.is_some() {
+            TrustStore::with_own_revocation(&self.cas, &self.crl_files, self.max_depth)
+        } else {
+            TrustStore::new(&self.cas, &self.crl_files, self.max_depth, self.soft)
+        }
+    }
+
+    /// The policy generation: CRL file reloads, and with distribution points, every
+    /// refresh interval (so a connection's memoized verdict sees newly fetched CRLs).
+    fn generation(&self) -> u64 {
+        let files = self.generation.load(Ordering::Acquire);
+        match &self.dp {
+            None => files,
+            Some(dp) => {
+                let epoch = unix_now().max(0) as u64 / dp.refresh().as_secs().max(1);
+                files | (epoch << 24)
+            }
+        }
+    }
+
+    /// Chain verification, then revocation against file and distribution-point CRLs.
+    async fn verify_with_dp(
+        &self,
+        dp: &DpFetcher,
+        leaf: &X509,
+        chain: &[X509],
+        skew_secs: i64,
+    ) -> Result<bool, CertFailure> {
+        let store = self.store.load_full();
+        let (_, path) = store.verify_path(leaf, chain, skew_secs)?;
+        let mut fetched = Vec::new();
+        // every certificate but the anchor names where its issuer publishes its CRL
+        for cert in path.iter().take(path.len().saturating_sub(1)) {
+            for url in distribution_points(cert) {
+                if let Some(crl) = dp.get(&url).await {
+                    fetched.push(crl);
+                }
+            }
+        }
+        let crls: Vec<&X509Crl> = store
+            .crls()
+            .iter()
+            .chain(fetched.iter().map(|c| c.as_ref()))
+            .collect();
+        match revocation_status(&path, &crls)? {
+            true if !self.soft => Err(CertFailure::RevocationUnknown),
+            unknown => Ok(unknown),
         }
     }
 }
@@ -145,7 +204,27 @@ impl ClientCertFilter {
             };
             let max_depth = cfg.max_depth.unwrap_or(listener_max_depth);
             let soft = cfg.revocation.mode == RevocationMode::Soft;
-            let store = TrustStore::new(&cas, &crl_files, max_depth, soft)?;
+            let dp = if revocation_on && cfg.revocation.fetch_distribution_points {
+                let r = &cfg.revocation;
+                Some(
+                    DpFetcher::new(
+                        r.refresh.map(|d| d.0).unwrap_or(Duration::from_secs(3600)),
+                        r.max_cached_crls.unwrap_or(1000),
+                        r.fetch_timeout
+                            .map(|d| d.0)
+                            .unwrap_or(Duration::from_secs(2)),
+                        metrics.clone(),
+                    )
+                    .map_err(|e| FilterBuildError::Http(e.to_string()))?,
+                )
+            } else {
+                None
+            };
+            let store = if dp.is_some() {
+                TrustStore::with_own_revocation(&cas, &crl_files, max_depth)?
+            } else {
+                TrustStore::new(&cas, &crl_files, max_depth, soft)?
+            };
             metrics
                 .crl_updates
                 .with_label_values(&["file", "loaded"])
@@ -156,6 +235,7 @@ impl ClientCertFilter {
                 crl_files,
                 max_depth,
                 soft,
+                dp,
                 store: ArcSwap::from_pointee(store),
                 generation: AtomicU64::new(0),
                 last_check: AtomicI64::new(unix_now()),
@@ -191,7 +271,7 @@ impl ClientCertFilter {
     }
 
     /// The verification verdict for this connection under this route's policy.
-    fn verify(&self, ctx: &RequestCtx) -> Result<(), CertFailure> {
+    async fn verify(&self, ctx: &RequestCtx) -> Result<(), CertFailure> {
         let Some(cert) = &ctx.conn_cert else {
             return Err(CertFailure::Missing);
         };
@@ -199,19 +279,38 @@ impl ClientCertFilter {
             return ctx.conn_cert_failure.map_or(Ok(()), Err);
         };
         rt.refresh(&self.metrics);
-        let generation = rt.generation.load(Ordering::Acquire);
-        let verdict = cert.memo.get_or(self.id, generation, || {
+        let generation = rt.generation();
+        let parse = || -> Result<(X509, Vec<X509>), CertFailure> {
             let leaf = X509::from_der(&cert.der).map_err(|_| CertFailure::Invalid)?;
             let chain: Vec<X509> = cert
                 .chain_der
                 .iter()
                 .filter_map(|d| X509::from_der(d).ok())
                 .collect();
-            rt.store
-                .load()
-                .verify(&leaf, &chain, self.skew_secs)
-                .map(|v| v.revocation_unknown)
-        });
+            Ok((leaf, chain))
+        };
+        let verdict = match &rt.dp {
+            None => cert.memo.get_or(self.id, generation, || {
+                let (leaf, chain) = parse()?;
+                rt.store
+                    .load()
+                    .verify(&leaf, &chain, self.skew_secs)
+                    .map(|v| v.revocation_unknown)
+            }),
+            Some(dp) => match cert.memo.peek(self.id, generation) {
+                Some(v) => v,
+                None => {
+                    let v = match parse() {
+                        Ok((leaf, chain)) => {
+                            rt.verify_with_dp(dp, &leaf, &chain, self.skew_secs).await
+                        }
+                        Err(f) => Err(f),
+                    };
+                    cert.memo.put(self.id, generation, v);
+                    v
+                }
+            },
+        };
         match verdict {
             Ok(true) => {
                 self.metrics
@@ -232,11 +331,15 @@ impl Filter for ClientCertFilter {
         "client_cert"
     }
 
+    fn verifies_client_cert(&self) -> bool {
+        self.route_trust.is_some()
+    }
+
     async fn check(&self, _req: &http::request::Parts, ctx: &mut RequestCtx) -> Verdict {
         if ctx.conn_cert.is_none() && self.mode == RouteCertMode::Optional {
             return Verdict::Continue;
         }
-        if let Err(f) = self.verify(ctx) {
+        if let Err(f) = self.verify(ctx).await {
             return self.reject(ctx, f);
         }
         let Some(cert) = ctx.conn_cert.clone() else {

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod conn;
+mod dp;
 mod filter;
 mod forward;
 mod identity;
@@ -11,7 +12,8 @@ pub mod parse;
 mod verify;
 
 pub use conn::{inspect_peer, ConnCert};
+pub use dp::distribution_points;
 pub use filter::{ClientCertFilter, FilterBuildError};
 pub use forward::CERT_HEADERS;
 pub use identity::{parse_dn, parse_hex, IdentityMatcher};
-pub use verify::{load_crl, load_pem_bundle, TrustError, TrustStore, Verified};
+pub use verify::{load_crl, load_pem_bundle, revocation_status, TrustError, TrustStore, Verified};

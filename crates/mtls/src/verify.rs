@@ -66,11 +66,44 @@ pub struct TrustStore {
     store: X509Store,
     /// Store without CRLs, for `soft` revocation when a CRL is missing.
     store_no_crl: Option<X509Store>,
-    /// The parsed CRLs, for `soft` revocation: every CRL that is present is still checked
-    /// when another one is missing or stale.
+    /// The parsed CRLs, for `soft` revocation (every CRL that is present is still checked
+    /// when another one is missing or stale) and for [`TrustStore::with_own_revocation`].
     crls: Vec<X509Crl>,
     max_depth: u32,
     soft_revocation: bool,
+}
+
+/// Whether each certificate of a verified path (leaf first, anchor last) is revoked by one
+/// of `crls`: `Err(Revoked)` if any CRL signed by its issuer lists it (even an expired CRL:
+/// revocation is final), else `Ok(unknown)` where `unknown` says that some link had no
+/// current CRL from its issuer.
+pub fn revocation_status(path: &[X509], crls: &[&X509Crl]) -> Result<bool, CertFailure> {
+    let now = openssl::asn1::Asn1Time::days_from_now(0).map_err(|_| CertFailure::Invalid)?;
+    let mut unknown = false;
+    for pair in path.windows(2) {
+        let (cert, issuer) = (&pair[0], &pair[1]);
+        let Ok(issuer_key) = issuer.public_key() else {
+            unknown = true;
+            continue;
+        };
+        let mut current = false;
+        for crl in crls {
+            let same_issuer = crl
+                .issuer_name()
+                .try_cmp(issuer.subject_name())
+                .is_ok_and(|o| o == std::cmp::Ordering::Equal);
+            if !same_issuer || !crl.verify(&issuer_key).unwrap_or(false) {
+                continue;
+            }
+            if matches!(crl.get_by_cert(cert), openssl::x509::CrlStatus::Revoked(_)) {
+                return Err(CertFailure::Revoked);
+            }
+            let fresh = crl.last_update() <= now && crl.next_update().is_none_or(|n| n >= now);
+            current |= fresh;
+        }
+        unknown |= !current;
+    }
+    Ok(unknown)
 }
 
 /// What verification established.
@@ -149,6 +182,43 @@ impl TrustStore {
         })
     }
 
+    /// A store that verifies chains only; revocation is the caller's, with
+    /// [`revocation_status`] over [`TrustStore::crls`] and whatever CRLs it fetched.
+    pub fn with_own_revocation(
+        cas: &[X509],
+        crl_files: &[String],
+        max_depth: u32,
+    ) -> Result<Self, TrustError> {
+        Ok(Self {
+            store: build_store(cas, &[])?,
+            store_no_crl: None,
+            crls: crl_files
+                .iter()
+                .map(|p| load_crl(p))
+                .collect::<Result<_, _>>()?,
+            max_depth,
+            soft_revocation: false,
+        })
+    }
+
+    /// The CRLs loaded from files.
+    pub fn crls(&self) -> &[X509Crl] {
+        &self.crls
+    }
+
+    /// Verify the chain (no CRL check by OpenSSL for a store made with
+    /// [`TrustStore::with_own_revocation`]) and return the verified path, leaf first.
+    pub fn verify_path(
+        &self,
+        leaf: &X509,
+        chain: &[X509],
+        skew_secs: i64,
+    ) -> Result<(Verified, Vec<X509>), CertFailure> {
+        let mut path = Vec::new();
+        let v = self.verify_with(&self.store, leaf, chain, skew_secs, Some(&mut path))?;
+        Ok((v, path))
+    }
+
     /// Verify `leaf` with the intermediates the client sent. `skew_secs` widens the leaf's
     /// validity window on both sides.
     pub fn verify(
@@ -165,7 +235,8 @@ impl TrustStore {
                 let store = self.store_no_crl.as_ref().unwrap_or(&self.store);
                 let mut path = Vec::new();
                 let v = self.verify_with(store, leaf, chain, skew_secs, Some(&mut path))?;
-                self.check_crls(&path)?;
+                let crls: Vec<&X509Crl> = self.crls.iter().collect();
+                revocation_status(&path, &crls)?;
                 Ok(Verified {
                     revocation_unknown: true,
                     ..v
@@ -173,30 +244,6 @@ impl TrustStore {
             }
             other => other,
         }
-    }
-
-    /// Each certificate of the verified `path` (leaf first) against the CRLs signed by its
-    /// issuer.
-    fn check_crls(&self, path: &[X509]) -> Result<(), CertFailure> {
-        for pair in path.windows(2) {
-            let (cert, issuer) = (&pair[0], &pair[1]);
-            let Ok(issuer_key) = issuer.public_key() else {
-                continue;
-            };
-            for crl in &self.crls {
-                let same_issuer = crl
-                    .issuer_name()
-                    .try_cmp(issuer.subject_name())
-                    .is_ok_and(|o| o == std::cmp::Ordering::Equal);
-                if !same_issuer || !crl.verify(&issuer_key).unwrap_or(false) {
-                    continue;
-                }
-                if matches!(crl.get_by_cert(cert), openssl::x509::CrlStatus::Revoked(_)) {
-                    return Err(CertFailure::Revoked);
-                }
-            }
-        }
-        Ok(())
     }
 
     fn verify_with(

@@ -30,8 +30,8 @@ pub struct CachedToken {
 #[derive(Debug)]
 pub struct ActiveToken {
     pub claims: Arc<Map<String, Value>>,
-    pub jwt: Arc<str>,
-    /// `Bearer <jwt>`, built once per token (not per request).
+    /// `Bearer <jwt>` for the upstream, built once per token (not per request); the only
+    /// copy of the JWT the cache keeps.
     pub upstream_header: http::HeaderValue,
     /// `exp` (Unix seconds) if the token has one.
     pub exp: Option<i64>,

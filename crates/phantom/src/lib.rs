@@ -105,12 +105,13 @@ impl AuthServer {
                         keep_for: self.policy.negative_ttl,
                     }));
                 }
-                let jwt: Arc<str> = match (forward, jwt, &self.signer) {
-                    (ForwardJwt::AsIssued, Some(j), _) => j.into(),
-                    (ForwardJwt::SignedByGatehouse, _, Some(s)) => s
-                        .sign(&claims)
-                        .map_err(|_| IntrospectError::BadResponse("cannot sign the upstream JWT"))?
-                        .into(),
+                let jwt: String = match (forward, jwt, &self.signer) {
+                    (ForwardJwt::AsIssued, Some(j), _) => j,
+                    (ForwardJwt::SignedByGatehouse, _, Some(s)) => {
+                        s.sign(&claims).map_err(|_| {
+                            IntrospectError::BadResponse("cannot sign the upstream JWT")
+                        })?
+                    }
                     _ => return Err(IntrospectError::BadResponse("no JWT to forward")),
                 };
                 let mut ttl = self.policy.max_ttl;
@@ -134,7 +135,6 @@ impl AuthServer {
                 CachedToken {
                     active: Some(ActiveToken {
                         claims: Arc::new(claims),
-                        jwt,
                         upstream_header,
                         exp,
                     }),
@@ -308,7 +308,6 @@ impl Filter for PhantomTokenFilter {
             .push((http::header::AUTHORIZATION, active.upstream_header.clone()));
         ctx.token = Some(TokenInfo {
             claims: active.claims.clone(),
-            upstream_jwt: Some(active.jwt.clone()),
         });
         Verdict::Continue
     }

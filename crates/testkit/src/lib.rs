@@ -303,6 +303,7 @@ pub struct AuthServer {
     pub addr: SocketAddr,
     pub state: Arc<gatehouse_devauth::authz::DevAuth>,
     task: tokio::task::JoinHandle<()>,
+    tls: openssl::ssl::SslAcceptor,
 }
 
 impl AuthServer {
@@ -323,8 +324,36 @@ impl AuthServer {
             &pki.pki.root.cert_pem().unwrap(),
         )
         .unwrap();
-        let task = tokio::spawn(state.clone().serve(listener, Some(tls)));
-        Self { addr, state, task }
+        let task = tokio::spawn(state.clone().serve(listener, Some(tls.clone())));
+        Self {
+            addr,
+            state,
+            task,
+            tls,
+        }
+    }
+
+    /// Take the server down: the listener and every open connection close (clients see
+    /// refused connections and resets).
+    pub fn stop(&mut self) {
+        self.task.abort();
+    }
+
+    /// Bring it back on the same address with the same state (tokens, keys).
+    pub async fn restart(&mut self) {
+        self.task.abort();
+        let mut listener = None;
+        for _ in 0..100 {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        let listener = listener.expect("rebind the authorization server's port");
+        self.task = tokio::spawn(self.state.clone().serve(listener, Some(self.tls.clone())));
     }
 
     /// `https://localhost:PORT`.
