@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo-fuzz / libFuzzer) of the parsers a request or a config file
 # reaches. Short runs in CI; long runs by hand:
-#   scripts/fuzz.sh                 # every target, 30 s each (CI)
+#   scripts/fuzz.sh                 # every target, 30 s each
+#   scripts/fuzz.sh 15              # what the test command (CI) runs
 #   scripts/fuzz.sh 3600            # every target, 1 hour each
 #   scripts/fuzz.sh 600 jwt_verify  # one target
 # The toolchain here is stable: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z flags.
@@ -21,11 +22,18 @@ cargo fuzz build -O
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   echo "== fuzz $t (${seconds}s)"
-  cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$seconds" -print_final_stats=1 2>&1 \
-    | grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE)|ERROR|panicked|SUMMARY" || true
-  if ls "artifacts/$t"/crash-* >/dev/null 2>&1; then
-    echo "fuzz: $t found a crash: $(ls "artifacts/$t"/crash-*)" >&2
+  [ -d "seeds/$t" ] || { echo "fuzz: seeds/$t is missing" >&2; exit 1; }
+  set +e
+  cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$seconds" -print_final_stats=1 \
+    > "corpus/$t.log" 2>&1
+  status=$?
+  set -e
+  grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb)|ERROR|panicked|SUMMARY" "corpus/$t.log" || true
+  if ls "artifacts/$t"/crash-* >/dev/null 2>&1 || [ "$status" != 0 ]; then
+    tail -40 "corpus/$t.log" >&2
+    echo "fuzz: $t failed (exit $status): $(ls "artifacts/$t"/crash-* 2>/dev/null)" >&2
     exit 1
   fi
+  grep -q "^stat::number_of_executed_units" "corpus/$t.log" || { echo "fuzz: $t did not run" >&2; exit 1; }
 done
 echo "== fuzzing done"

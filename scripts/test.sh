@@ -12,6 +12,7 @@ rm -rf "$pki"
 echo "== npm dependencies of the oidc-provider interop suite"
 (cd interop/oidc-provider && npm ci --no-audit --no-fund --silent)
 echo "== tests"; cargo test --workspace --quiet
+echo "== fuzzing: every target for 15 s (long runs: scripts/fuzz.sh 3600)"; ./scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
 echo "== deploy manifests (kubernetes-validate, yamllint, hadolint, dashboard JSON)"
 ./scripts/validate-deploy.sh
 echo "== all checks passed"
