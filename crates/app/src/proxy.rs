@@ -225,7 +225,9 @@ impl ProxyHttp for Chain {
         if let Some((_, verify)) = &up.tls {
             peer.options.verify_cert = *verify;
             peer.options.verify_hostname = *verify;
+            peer.options.ca = up.ca.clone();
         }
+        peer.group_key = up.pool_key;
         ctx.req.upstream_addr = Some(addr);
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))

@@ -17,6 +17,11 @@ pub struct UpstreamRt {
     next: AtomicUsize,
     /// `Some(sni, verify)` for TLS to the upstream.
     pub tls: Option<(String, bool)>,
+    /// Trust anchors for the upstream's certificate (`None`: the system's).
+    pub ca: Option<Arc<Box<[openssl::x509::X509]>>>,
+    /// Pingora's connection-pool key does not include the CA: this keeps pooled TLS
+    /// connections of upstreams with different trust (name, CA bundle) apart.
+    pub pool_key: u64,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
 }
@@ -96,6 +101,25 @@ impl Runtime {
                     peers,
                     next: AtomicUsize::new(0),
                     tls: u.tls.as_ref().map(|t| (t.sni.clone(), t.verify)),
+                    pool_key: {
+                        use std::hash::{Hash, Hasher};
+                        let mut h = std::collections::hash_map::DefaultHasher::new();
+                        name.hash(&mut h);
+                        if let Some(f) = u.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+                            std::fs::read(f).unwrap_or_default().hash(&mut h);
+                        }
+                        h.finish()
+                    },
+                    ca: match u.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+                        Some(f) => Some(Arc::new(
+                            gatehouse_mtls::load_pem_bundle(f)
+                                .map_err(|e| {
+                                    BuildError::Config(format!("upstreams.{name}.tls.ca_file: {e}"))
+                                })?
+                                .into_boxed_slice(),
+                        )),
+                        None => None,
+                    },
                     connect_timeout: u.connect_timeout.0,
                     read_timeout: u.read_timeout.0,
                 }),

@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use gatehouse_config::{Alpn, ClientCertMode, ListenerTls, TlsVersion};
 use gatehouse_metrics::Metrics;
-use gatehouse_mtls::{inspect_peer, load_pem_bundle, TrustStore};
+use gatehouse_mtls::{inspect, load_pem_bundle, TrustStore};
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
 use openssl::stack::Stack;
@@ -81,6 +81,43 @@ struct Acceptor {
     listener: String,
     material: SharedTls,
     metrics: Metrics,
+    /// Intermediates clients sent in full handshakes, by SHA-256 of their leaf: a resumed
+    /// TLS 1.3 session (a stateless ticket) brings back the leaf but not its chain, and the
+    /// chain is needed to verify the leaf again against root-only CA bundles.
+    chains: std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<Vec<X509>>>>,
+}
+
+/// Most leaf → chain entries kept for resumed sessions (then the table starts over).
+const MAX_CHAINS: usize = 10_000;
+
+impl Acceptor {
+    fn chain_for(&self, ssl: &TlsRef, leaf: &X509) -> Vec<X509> {
+        let sent: Vec<X509> = ssl
+            .peer_cert_chain()
+            .map(|s| s.iter().map(|c| c.to_owned()).collect())
+            .unwrap_or_default();
+        let Ok(digest) = leaf.digest(openssl::hash::MessageDigest::sha256()) else {
+            return sent;
+        };
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&digest[..32.min(digest.len())]);
+        let Ok(mut chains) = self.chains.lock() else {
+            return sent;
+        };
+        if !sent.is_empty() {
+            if chains.len() >= MAX_CHAINS {
+                chains.clear();
+            }
+            chains.insert(key, Arc::new(sent.clone()));
+            return sent;
+        }
+        if ssl.session_reused() {
+            if let Some(c) = chains.get(&key) {
+                return c.as_ref().clone();
+            }
+        }
+        sent
+    }
 }
 
 #[async_trait]
@@ -117,7 +154,10 @@ impl TlsAccept for Acceptor {
                 .inc();
             return None;
         };
-        let conn = inspect_peer(ssl, trust);
+        let conn = ssl.peer_certificate().and_then(|leaf| {
+            let chain = self.chain_for(ssl, &leaf);
+            inspect(leaf, chain, trust)
+        });
         let state = match &conn {
             None => "none",
             Some(c) => match c.failure {
@@ -171,6 +211,7 @@ pub fn settings(
         listener: name.to_owned(),
         material: shared.clone(),
         metrics: metrics.clone(),
+        chains: Default::default(),
     };
     let mut s = TlsSettings::with_callbacks(Box::new(acceptor))
         .map_err(|e| BuildError::Tls(e.to_string()))?;

@@ -389,6 +389,10 @@ pub struct UpstreamTls {
     /// Verify the upstream certificate (default true).
     #[serde(default = "yes")]
     pub verify: bool,
+    /// PEM bundle of the CAs the upstream certificate must chain to (default: the
+    /// system's trust store).
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 /// A route: which requests, which filters, which upstream.

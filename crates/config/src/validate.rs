@@ -241,6 +241,9 @@ pub fn validate(c: &Config) -> Problems {
                 )),
             }
         }
+        if let Some(f) = u.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+            file_exists(&mut p, format!("{at}.tls.ca_file"), f);
+        }
     }
 
     let mut route_names = HashSet::new();

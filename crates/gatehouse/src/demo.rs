@@ -9,7 +9,7 @@ use std::process::ExitCode;
 /// The embedded default configuration.
 const DEMO_YAML: &str = include_str!("../../../conf/demo.yaml");
 /// The dev authorization server's client registry.
-const DEVAUTH_YAML: &str = include_str!("../../../conf/devauth/clients.yaml");
+const DEVAUTH_YAML: &str = include_str!("demo-clients.yaml");
 /// The gateway's introspection secret (dev only, written next to the PKI).
 const GATEWAY_SECRET: &str = "demo-gateway-secret";
 

@@ -335,3 +335,132 @@ async fn h2_via_alpn_and_admin_endpoints() {
     assert!(metrics
         .contains("gatehouse_tls_handshakes_total{client_cert=\"verified\",listener=\"edge\"}"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_listener_round_robin_and_verified_tls_upstream() {
+    let pki = TestPki::new();
+    let (a, b) = (Upstream::start().await, Upstream::start().await);
+    // an HTTPS upstream whose certificate (localhost, from the test PKI) is verified
+    // against the CA file the config names
+    let secure = Upstream::start_tls(&pki.pki.server).await;
+    let yaml = "version: 1
+server: { threads: 2, grace_period: 0s, shutdown_timeout: 0s }
+admin: { listen: \"${ADMIN_ADDR}\" }
+log: { access_log: off }
+listeners:
+  - name: plain
+    listen: \"${PROXY_ADDR}\"
+upstreams:
+  pool: { peers: [\"${A}\", \"${B}\"] }
+  secure:
+    peers: [\"${S}\"]
+    tls: { sni: localhost, ca_file: \"${CERT_DIR}/root-ca.pem\" }
+  untrusted:
+    peers: [\"${S}\"]
+    tls: { sni: localhost }
+routes:
+  - { name: pool, match: { path_prefix: /pool/ }, upstream: pool }
+  - { name: secure, match: { path_prefix: /secure/ }, upstream: secure }
+  - { name: untrusted, match: { path_prefix: /untrusted/ }, upstream: untrusted }
+";
+    let vars = [
+        ("CERT_DIR", pki.dir.display().to_string()),
+        ("A", a.addr.to_string()),
+        ("B", b.addr.to_string()),
+        ("S", secure.addr.to_string()),
+    ];
+    let gh = Proxy::start(yaml, &vars).await;
+    let c = reqwest::Client::new();
+    // plain HTTP listener; the pool's two peers take turns
+    for _ in 0..6 {
+        let res = c.get(gh.http_url("/pool/x")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!((a.count(), b.count()), (3, 3));
+    // on plain HTTP Gatehouse says so upstream
+    assert_eq!(a.last().unwrap().headers["x-forwarded-proto"], "http");
+
+    // TLS to the upstream, certificate verified with the configured CA
+    let res = c.get(gh.http_url("/secure/x")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(secure.count(), 1);
+    // without that CA the same upstream's certificate is not trusted: 502, not a request
+    let res = c.get(gh.http_url("/untrusted/x")).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(json(res).await["error"], "upstream_unavailable");
+    assert_eq!(secure.count(), 1);
+}
+
+/// `openssl s_client` with partner-a (leaf + intermediate): one request on a fresh
+/// connection (saving the TLS 1.3 session ticket), then one on a connection that resumes
+/// it. Returns (resumed?, status line) for each.
+fn two_connections_with_resumption(port: u16, pki: &TestPki) -> Vec<(bool, String)> {
+    let a = &pki.pki.partner_a;
+    let (leaf, chain, key) = (
+        pki.path("resume-leaf.pem"),
+        pki.path("resume-chain.pem"),
+        pki.path("resume.key"),
+    );
+    std::fs::write(&leaf, a.cert.to_pem().unwrap()).unwrap();
+    let chain_pem: Vec<u8> = a.chain.iter().flat_map(|c| c.to_pem().unwrap()).collect();
+    std::fs::write(&chain, chain_pem).unwrap();
+    std::fs::write(&key, a.key_pem().unwrap()).unwrap();
+    let sess = pki.path("resume.sess");
+    let mut out = Vec::new();
+    for round in 0..2 {
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args(["-servername", "localhost", "-tls1_3", "-ign_eof"])
+            .args(["-CAfile", &pki.path("root-ca.pem")])
+            .args(["-cert", &leaf, "-cert_chain", &chain, "-key", &key]);
+        if round == 0 {
+            cmd.args(["-sess_out", &sess]);
+        } else {
+            cmd.args(["-sess_in", &sess]);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl CLI");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin
+                .write_all(b"GET /api/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .unwrap();
+        }
+        let text = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).to_string();
+        let resumed = text.lines().any(|l| l.starts_with("Reused, TLSv1.3"));
+        // s_client interleaves its session dump with the response: find the status line
+        let status = text
+            .lines()
+            .find_map(|l| l.find("HTTP/1.1 ").map(|i| l[i..].trim_end().to_owned()))
+            .unwrap_or_default();
+        out.push((resumed, status));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resumed_sessions_keep_the_verified_certificate_with_its_intermediate() {
+    let pki = TestPki::new();
+    let (up, up2) = (Upstream::start().await, Upstream::start().await);
+    let gh = start(&pki, "required", DEFAULT_ROUTES, &up, &up2).await;
+    let port = gh.addr.port();
+    let (_pki, rounds) = tokio::task::spawn_blocking(move || {
+        let rounds = two_connections_with_resumption(port, &pki);
+        (pki, rounds)
+    })
+    .await
+    .unwrap();
+    assert!(!rounds[0].0, "first connection is a full handshake");
+    assert_eq!(rounds[0].1, "HTTP/1.1 200 OK", "{rounds:?}");
+    assert!(
+        rounds[1].0,
+        "second connection resumed the session: {rounds:?}"
+    );
+    assert_eq!(rounds[1].1, "HTTP/1.1 200 OK", "{rounds:?}");
+    assert_eq!(up.count(), 2);
+}

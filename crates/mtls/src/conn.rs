@@ -24,6 +24,16 @@ pub fn inspect_peer(ssl: &SslRef, trust: &TrustStore) -> Option<ConnCert> {
         .peer_cert_chain()
         .map(|s| s.iter().map(|c| c.to_owned()).collect())
         .unwrap_or_default();
+    inspect(leaf, chain, trust)
+}
+
+/// Like [`inspect_peer`] with the leaf and the intermediates given (a resumed TLS 1.3
+/// session carries the leaf but not the chain the client sent in the full handshake).
+pub fn inspect(
+    leaf: openssl::x509::X509,
+    chain: Vec<openssl::x509::X509>,
+    trust: &TrustStore,
+) -> Option<ConnCert> {
     let verdict = trust.verify(&leaf, &chain, 0);
     let der = leaf.to_der().ok()?;
     let chain_der: Vec<Vec<u8>> = chain.iter().filter_map(|c| c.to_der().ok()).collect();

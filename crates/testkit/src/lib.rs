@@ -117,8 +117,24 @@ impl Upstream {
         Self::start_with_delay(Duration::ZERO).await
     }
 
+    /// Start an echo upstream over HTTPS with `cert` (chain + key; no client certificate).
+    pub async fn start_tls(cert: &Issued) -> Self {
+        use openssl::ssl::{SslAcceptor, SslMethod};
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+        b.set_certificate(&cert.cert).unwrap();
+        for c in &cert.chain {
+            b.add_extra_chain_cert(c.clone()).unwrap();
+        }
+        b.set_private_key(&cert.key).unwrap();
+        Self::start_inner(Duration::ZERO, Some(b.build())).await
+    }
+
     /// Start an upstream that waits `delay` before answering.
     pub async fn start_with_delay(delay: Duration) -> Self {
+        Self::start_inner(delay, None).await
+    }
+
+    async fn start_inner(delay: Duration, tls: Option<openssl::ssl::SslAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -138,7 +154,7 @@ impl Upstream {
                 echo(r).await
             }
         });
-        let task = tokio::spawn(serve::serve(listener, None, h));
+        let task = tokio::spawn(serve::serve(listener, tls, h));
         Self { addr, seen, task }
     }
 
