@@ -239,6 +239,19 @@ async fn request_smuggling_basics_are_refused_or_normalised() {
         "a smuggled request reached the upstream: {paths:?}"
     );
     assert!(!paths.iter().any(|p| p == "/plain/b"), "{paths:?}");
+    // if the CL+TE request was accepted (the body read as chunked, RFC 9112 §6.1), what
+    // reached the upstream must not carry both framings: that is what desyncs a backend
+    for seen in up
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path == "/plain/a")
+    {
+        let both = seen.headers.contains_key("content-length")
+            && seen.headers.contains_key("transfer-encoding");
+        assert!(!both, "both framings forwarded: {:?}", seen.headers);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

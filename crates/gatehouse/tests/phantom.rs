@@ -799,3 +799,59 @@ async fn authorization_server_faults_under_load_spare_cached_tokens_and_heal() {
     );
     assert!(ok.load(Ordering::Relaxed) > 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_log_names_the_caller_and_the_rejection_never_the_token() {
+    let s = setup(vec![]).await;
+    let log = s.pki.path("access.log");
+    let gh = start(
+        &s,
+        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, "")
+            .replace("access_log: off", &format!("access_log: {log}")),
+        &[],
+    )
+    .await;
+    let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    let c = s.pki.client(Some(&s.pki.pki.partner_a));
+    let ok = c
+        .get(gh.url("/api/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let bad = c
+        .get(gh.url("/api/y"))
+        .bearer_auth("not-a-known-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect();
+        if lines.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let (allowed, rejected) = (&lines[0], &lines[1]);
+    assert_eq!(allowed["path"], "/api/x");
+    assert_eq!(allowed["status"], 200);
+    assert_eq!(allowed["client_id"], "partner-a");
+    assert_eq!(allowed["sub"], "partner-a");
+    assert_eq!(allowed["cert_subject"], "CN=partner-a, O=partner-a Ltd");
+    assert_eq!(allowed["cert_sha256"].as_str().map(str::len), Some(64));
+    assert!(allowed["rejected_by"].is_null());
+    assert_eq!(rejected["status"], 401);
+    assert_eq!(rejected["rejected_by"], "phantom_token");
+    assert_eq!(rejected["reason"], "token_inactive");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(&token) && !text.contains("not-a-known-token"));
+    assert!(!text.contains("eyJ"), "a JWT in the access log");
+}
