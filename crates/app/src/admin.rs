@@ -39,8 +39,8 @@ impl BackgroundService for Readiness {
 pub struct Admin {
     pub metrics: Metrics,
     pub ready: Readiness,
-    /// Public JWKS of Gatehouse's own signing key, if any.
-    pub jwks: Option<Arc<str>>,
+    /// The running configuration (for the public JWKS of Gatehouse's signing key).
+    pub runtime: Arc<arc_swap::ArcSwap<crate::runtime::Runtime>>,
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -68,7 +68,7 @@ impl ServeHttp for Admin {
                 "text/plain; version=0.0.4; charset=utf-8",
                 self.metrics.render(),
             ),
-            "/jwks" => match &self.jwks {
+            "/jwks" => match &self.runtime.load().jwks {
                 Some(j) => reply(200, "application/jwk-set+json", j.as_bytes().to_vec()),
                 None => reply(
                     404,

@@ -375,7 +375,7 @@ impl Gatehouse {
             let app = Admin {
                 metrics: metrics.clone(),
                 ready: ready.clone(),
-                jwks: factory.jwks(),
+                runtime: runtime.clone(),
             };
             let mut svc = Service::new("gatehouse admin".to_owned(), HttpServer::new_app(app));
             svc.add_tcp(&a.listen.to_string());

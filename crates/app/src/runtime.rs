@@ -63,6 +63,9 @@ pub struct Runtime {
     pub routes: Vec<RouteRt>,
     pub listeners: Vec<ListenerRt>,
     pub max_authorization_header: usize,
+    /// Public JWKS of Gatehouse's signing key (served on the admin listener; swapped with
+    /// the key on reload).
+    pub jwks: Option<Arc<str>>,
 }
 
 /// Headers that are always removed from client requests: a client must never be able to
@@ -181,6 +184,7 @@ impl Runtime {
             routes,
             listeners,
             max_authorization_header: c.server.max_authorization_header,
+            jwks: filters.jwks(),
         })
     }
 

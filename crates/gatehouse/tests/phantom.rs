@@ -227,6 +227,36 @@ async fn application_jwt_and_json_with_gatehouse_signed_jwt() {
         jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &v).is_ok(),
         "upstream JWT verifies with Gatehouse's JWKS"
     );
+
+    // key rotation by reload: /jwks publishes the new key, which verifies the new JWTs
+    std::fs::write(&key_path, s.pki.pki.partner_a.key_pem().unwrap()).unwrap();
+    gh.reload_with(&yaml("json", BASIC, "signed_by_gatehouse", CACHE, &top))
+        .unwrap();
+    let token2 = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    let res = c
+        .get(gh.url("/api/x"))
+        .bearer_auth(&token2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let auth2 = s.up.last().unwrap().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let jwt2 = auth2.strip_prefix("Bearer ").unwrap();
+    let jwks2: jsonwebtoken::jwk::JwkSet = reqwest::get(format!("http://{}/jwks", gh.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key2 = jsonwebtoken::DecodingKey::from_jwk(jwks2.find("gh1").unwrap()).unwrap();
+    assert!(
+        jsonwebtoken::decode::<serde_json::Value>(jwt2, &key2, &v).is_ok(),
+        "after a reload the served JWKS verifies the JWTs signed with the new key"
+    );
+    assert!(jsonwebtoken::decode::<serde_json::Value>(jwt2, &key, &v).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread")]
