@@ -78,11 +78,18 @@ pub struct Faults {
 }
 
 /// Server state.
-pub struct DevAuth {
-    cfg: DevAuthConfig,
+/// The current signing key and the JWKS that is published.
+struct Signing {
     key: EncodingKey,
     kid: String,
     jwks: String,
+}
+
+pub struct DevAuth {
+    cfg: DevAuthConfig,
+    signing: std::sync::RwLock<Arc<Signing>>,
+    /// JWKS requests served.
+    pub jwks_fetches: AtomicUsize,
     tokens: Mutex<HashMap<String, Map<String, Value>>>,
     seen_jti: Mutex<HashSet<String>>,
     /// Introspection calls received (all outcomes).
@@ -137,22 +144,48 @@ fn oauth_error(status: u16, error: &str) -> Resp {
 impl DevAuth {
     /// A server with a fresh ES256 signing key.
     pub fn new(cfg: DevAuthConfig) -> Result<Arc<Self>, String> {
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(|e| e.to_string())?;
-        let pkey = PKey::from_ec_key(EcKey::generate(&group).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        let pem = pkey.private_key_to_pem_pkcs8().map_err(|e| e.to_string())?;
-        let kid = format!("dev-{}", &hex_lower(&Sha256::digest(&pem))[..8]);
-        let jwks = gatehouse_phantom::public_jwks(&pem, &kid, Algorithm::ES256)?;
         Ok(Arc::new(Self {
-            key: EncodingKey::from_ec_pem(&pem).map_err(|e| e.to_string())?,
-            kid,
-            jwks,
+            signing: std::sync::RwLock::new(Arc::new(Self::new_signing()?)),
+            jwks_fetches: AtomicUsize::new(0),
             cfg,
             tokens: Mutex::new(HashMap::new()),
             seen_jti: Mutex::new(HashSet::new()),
             introspections: AtomicUsize::new(0),
             faults: Faults::default(),
         }))
+    }
+
+    fn new_signing() -> Result<Signing, String> {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(|e| e.to_string())?;
+        let pkey = PKey::from_ec_key(EcKey::generate(&group).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        let pem = pkey.private_key_to_pem_pkcs8().map_err(|e| e.to_string())?;
+        let kid = format!("dev-{}", &hex_lower(&Sha256::digest(&pem))[..8]);
+        let jwks = gatehouse_phantom::public_jwks(&pem, &kid, Algorithm::ES256)?;
+        Ok(Signing {
+            key: EncodingKey::from_ec_pem(&pem).map_err(|e| e.to_string())?,
+            kid,
+            jwks,
+        })
+    }
+
+    fn signing(&self) -> Option<Arc<Signing>> {
+        self.signing.read().ok().map(|s| s.clone())
+    }
+
+    /// Sign with a new key from now on (tests: key rotation). With `publish` false the
+    /// JWKS keeps serving the previous key (an AS that rotated without publishing).
+    pub fn rotate_key(&self, publish: bool) -> Result<(), String> {
+        let mut next = Self::new_signing()?;
+        if !publish {
+            if let Some(old) = self.signing() {
+                next.jwks = old.jwks.clone();
+            }
+        }
+        if let Ok(mut s) = self.signing.write() {
+            *s = Arc::new(next);
+        }
+        Ok(())
     }
 
     /// The issuer.
@@ -313,10 +346,11 @@ impl DevAuth {
     }
 
     fn sign(&self, typ: &str, claims: &Value) -> Option<String> {
+        let s = self.signing()?;
         let mut h = Header::new(Algorithm::ES256);
-        h.kid = Some(self.kid.clone());
+        h.kid = Some(s.kid.clone());
         h.typ = Some(typ.to_owned());
-        jsonwebtoken::encode(&h, claims, &self.key).ok()
+        jsonwebtoken::encode(&h, claims, &s.key).ok()
     }
 
     async fn handle(self: Arc<Self>, req: Req) -> Resp {
@@ -326,11 +360,16 @@ impl DevAuth {
             (true, "/oauth/token") => self.token(&req),
             (true, "/oauth/introspect") => self.introspect(&req).await,
             (true, "/oauth/revoke") => self.revoke(&req),
-            (false, "/oauth/jwks") => bytes_response(
-                200,
-                "application/jwk-set+json",
-                self.jwks.clone().into_bytes(),
-            ),
+            (false, "/oauth/jwks") => {
+                self.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+                bytes_response(
+                    200,
+                    "application/jwk-set+json",
+                    self.signing()
+                        .map(|s| s.jwks.clone().into_bytes())
+                        .unwrap_or_default(),
+                )
+            }
             (false, "/.well-known/oauth-authorization-server") => json(
                 200,
                 &json!({

@@ -562,3 +562,125 @@ async fn crls_from_distribution_points_are_fetched_once_cached_and_enforced() {
     assert_eq!(up.count(), 4);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_verified_certificate_is_forwarded_and_client_copies_never_are() {
+    use base64::Engine;
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let routes = [
+        route("rfc", "        forward: { format: rfc9440, chain: true }"),
+        route("xfcc", "        forward: { format: xfcc }"),
+        route(
+            "pem",
+            "        forward: { format: pem, header: X-Client-Pem }",
+        ),
+        route("none", ""),
+    ]
+    .concat();
+    let gh = start(&pki, &up, &routes).await;
+    let a = &pki.pki.partner_a;
+    let c = pki.client(Some(a));
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let forged = |path: &str| {
+        c.get(gh.url(path))
+            .header("client-cert", ":Zm9yZ2Vk:")
+            .header("client-cert-chain", ":Zm9yZ2Vk:")
+            .header("x-forwarded-client-cert", "Hash=00;Subject=\"CN=admin\"")
+            .header("x-ssl-client-cert", "forged")
+            .send()
+    };
+    let one = |seen: &gatehouse_testkit::Seen, h: &str| -> Vec<String> {
+        seen.headers
+            .get_all(h)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+
+    assert_eq!(forged("/rfc/x").await.unwrap().status(), 200);
+    let seen = up.last().unwrap();
+    assert_eq!(one(&seen, "client-cert"), [format!(":{}:", b64(&a.der()))]);
+    assert_eq!(
+        one(&seen, "client-cert-chain"),
+        [format!(":{}:", b64(&pki.pki.intermediate.der()))]
+    );
+    assert!(one(&seen, "x-forwarded-client-cert").is_empty());
+    assert!(one(&seen, "x-ssl-client-cert").is_empty());
+
+    assert_eq!(forged("/xfcc/x").await.unwrap().status(), 200);
+    let seen = up.last().unwrap();
+    let xfcc = one(&seen, "x-forwarded-client-cert");
+    assert_eq!(xfcc.len(), 1, "{xfcc:?}");
+    let sha = hex(&Sha256::digest(a.der()), "").to_ascii_lowercase();
+    assert!(
+        xfcc[0].starts_with(&format!("Hash={sha};Subject=\"")),
+        "{xfcc:?}"
+    );
+    assert!(
+        xfcc[0].contains(";URI=spiffe://partner-a.example/ns/prod/sa/billing"),
+        "{xfcc:?}"
+    );
+    assert!(xfcc[0].contains(";DNS=api.partner-a.example"), "{xfcc:?}");
+    assert!(one(&seen, "client-cert").is_empty());
+
+    assert_eq!(forged("/pem/x").await.unwrap().status(), 200);
+    let seen = up.last().unwrap();
+    let pem = one(&seen, "x-client-pem");
+    assert_eq!(pem.len(), 1);
+    let decoded: String = {
+        let bytes = pem[0].as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                out.push(u8::from_str_radix(&pem[0][i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    };
+    assert_eq!(
+        openssl::x509::X509::from_pem(decoded.as_bytes())
+            .unwrap()
+            .to_der()
+            .unwrap(),
+        a.der()
+    );
+    assert!(one(&seen, "x-ssl-client-cert").is_empty());
+
+    // forwarding off: nothing, whatever the client sent
+    assert_eq!(forged("/none/x").await.unwrap().status(), 200);
+    let seen = up.last().unwrap();
+    for h in [
+        "client-cert",
+        "client-cert-chain",
+        "x-forwarded-client-cert",
+        "x-ssl-client-cert",
+    ] {
+        assert!(one(&seen, h).is_empty(), "{h}");
+    }
+
+    // accepted certificates feed the expiry metrics (by issuer CN, never by client)
+    let metrics = gh.metrics().await;
+    assert!(
+        metrics.contains(
+            "gatehouse_client_cert_expiry_seconds_count{issuer=\"Gatehouse Dev Intermediate CA\"}"
+        ),
+        "{metrics}"
+    );
+    let soonest = gh
+        .metric("gatehouse_client_cert_soonest_expiry_timestamp_seconds")
+        .await;
+    let not_after = openssl::asn1::Asn1Time::from_unix(0)
+        .unwrap()
+        .diff(a.cert.not_after())
+        .unwrap();
+    assert_eq!(
+        soonest as i64,
+        not_after.days as i64 * 86400 + not_after.secs as i64
+    );
+}

@@ -454,3 +454,109 @@ async fn metrics_pass_promtool_check() {
         "promtool lint findings:\n{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_tls_handshakes_are_counted_by_reason() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = TestPki::new();
+    let ua = Upstream::start().await;
+    let (port, admin) = (free_port(), free_port());
+    let text = yaml("a", "")
+        .replace("${CERT_DIR}", &pki.dir.display().to_string())
+        .replace("${UP_A}", &ua.addr.to_string())
+        .replace("${UP_B}", &ua.addr.to_string())
+        .replace("${PROXY_ADDR}", &format!("127.0.0.1:{port}"))
+        .replace("${ADMIN_ADDR}", &format!("127.0.0.1:{admin}"));
+    let file = pki.path("gatehouse.yaml");
+    std::fs::write(&file, text).unwrap();
+    let _child = Child(
+        Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["run", "-c", &file])
+            .env("GATEHOUSE_LOG", "off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let metrics = || async {
+        reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse().ok()))
+            .unwrap_or(0.0)
+    };
+    for _ in 0..200 {
+        if metrics().await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // plain HTTP on the TLS port, twice
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    }
+    // a client that hangs up in the middle of the handshake
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x40]).await.unwrap();
+    drop(s);
+    // a completed handshake for comparison
+    let ok = pki
+        .client(Some(&pki.pki.partner_a))
+        .get(format!("https://localhost:{port}/api/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = metrics().await.unwrap_or_default();
+        if value(
+            &text,
+            "gatehouse_tls_handshake_failures_total{reason=\"not_tls\"}",
+        ) >= 2.0
+            && text
+                .matches("gatehouse_tls_handshake_failures_total{")
+                .count()
+                >= 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        value(
+            &text,
+            "gatehouse_tls_handshake_failures_total{reason=\"not_tls\"}"
+        ),
+        2.0,
+        "{text}"
+    );
+    let failures: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("gatehouse_tls_handshake_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(failures, 3.0, "{text}");
+    let completed: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("gatehouse_tls_handshakes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(completed, 1.0, "{text}");
+}

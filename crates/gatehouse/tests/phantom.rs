@@ -885,3 +885,66 @@ async fn access_log_names_the_caller_and_the_rejection_never_the_token() {
     assert!(!text.contains(&token) && !text.contains("not-a-known-token"));
     assert!(!text.contains("eyJ"), "a JWT in the access log");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks_is_refetched_for_an_unknown_kid_at_most_once_per_min_refresh() {
+    let s = setup(vec![]).await;
+    let gh = start(
+        &s,
+        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, "").replace(
+            "    algorithms: [ES256]\n",
+            "    algorithms: [ES256]\n    jwks_min_refresh: 1s\n",
+        ),
+        &[],
+    )
+    .await;
+    let c = s.pki.client(Some(&s.pki.pki.partner_a));
+    let status = |token: String| {
+        let (c, url) = (c.clone(), gh.url("/api/x"));
+        async move {
+            c.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let fetches = || s.auth.state.jwks_fetches.load(Ordering::SeqCst);
+    let t1 = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    assert_eq!(status(t1).await, 200);
+    let after_first = fetches();
+    assert!(after_first >= 1);
+
+    // the AS rotates its key and publishes it: one refetch (once min_refresh has passed
+    // since the last one), and the new kid verifies
+    s.auth.state.rotate_key(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let t2 = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    assert_eq!(status(t2).await, 200);
+    assert_eq!(fetches(), after_first + 1);
+
+    // it rotates again without publishing: the unknown kid is looked up once, then the
+    // refetch is rate-limited; the answers fail closed (503), never 200
+    s.auth.state.rotate_key(false).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let t3 = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    assert_eq!(status(t3).await, 503);
+    assert_eq!(fetches(), after_first + 2);
+    // right after that fetch, further unknown kids do not fetch again (within 1 s: the
+    // calls below take milliseconds; if the machine stalls past 1 s, one refetch is allowed)
+    for _ in 0..3 {
+        let t = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+        assert_eq!(status(t).await, 503);
+    }
+    assert!(fetches() <= after_first + 3, "refetches are rate-limited");
+    assert!(
+        gh.metric(
+            "gatehouse_jwks_refreshes_total{authorization_server=\"dev\",result=\"success\"}"
+        )
+        .await
+            >= 2.0
+    );
+    assert_eq!(s.up.count(), 2);
+}

@@ -246,3 +246,58 @@ async fn hmac_only_with_a_configured_secret() {
     .unwrap();
     assert_eq!(v.verify(&bad, &exp).await, Err(JwtError::BadSignature));
 }
+
+#[tokio::test]
+async fn rs256_and_eddsa_tokens_verify_with_keys_of_their_type_only() {
+    let rsa = Rsa::generate(2048).unwrap();
+    let ed = PKey::generate_ed25519().unwrap();
+    let ed_pub = ed.raw_public_key().unwrap();
+    let jwks = json!({"keys": [
+        {"kty": "RSA", "kid": "r1", "n": B64.encode(rsa.n().to_vec()), "e": B64.encode(rsa.e().to_vec())},
+        {"kty": "OKP", "crv": "Ed25519", "kid": "ed1", "x": B64.encode(&ed_pub)},
+    ]});
+    let k = Keys {
+        ec_pem: Vec::new(),
+        rsa_pem: Vec::new(),
+        rsa_pub_pem: Vec::new(),
+        jwks,
+    };
+    let v = verifier(&k, &["RS256", "EdDSA"], None);
+    let exp = Expect {
+        audience: &[],
+        typ: None,
+        require_exp: true,
+    };
+    let sign = |alg: Algorithm, kid: &str, key: &EncodingKey| {
+        let mut h = Header::new(alg);
+        h.kid = Some(kid.into());
+        encode(&h, &claims(json!({})), key).unwrap()
+    };
+    let rsa_key = EncodingKey::from_rsa_pem(
+        &PKey::from_rsa(rsa)
+            .unwrap()
+            .private_key_to_pem_pkcs8()
+            .unwrap(),
+    )
+    .unwrap();
+    let ed_key = EncodingKey::from_ed_pem(&ed.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let rs = sign(Algorithm::RS256, "r1", &rsa_key);
+    let c = v.verify(&rs, &exp).await.unwrap();
+    assert_eq!(c["sub"], "partner-a");
+    let eddsa = sign(Algorithm::EdDSA, "ed1", &ed_key);
+    assert!(v.verify(&eddsa, &exp).await.is_ok());
+    // an EdDSA header pointing at the RSA key (and the reverse) is refused
+    let crossed = sign(Algorithm::EdDSA, "r1", &ed_key);
+    assert_eq!(
+        v.verify(&crossed, &exp).await.err(),
+        Some(JwtError::KeyMismatch)
+    );
+    let crossed = sign(Algorithm::RS256, "ed1", &rsa_key);
+    assert_eq!(
+        v.verify(&crossed, &exp).await.err(),
+        Some(JwtError::KeyMismatch)
+    );
+    // an algorithm that is not configured is refused even with a fitting key
+    let v_rs_only = verifier(&k, &["RS256"], None);
+    assert!(v_rs_only.verify(&eddsa, &exp).await.is_err());
+}

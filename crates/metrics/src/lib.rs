@@ -55,6 +55,63 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
 }
 
+/// TLS handshakes that failed before completing, by reason: process-wide, because Pingora
+/// reports them only through its log (`Downstream handshake error …`), which the binary's
+/// log layer hands to [`count_handshake_failure`]. Every instance's registry exports it.
+fn tls_handshake_failures() -> &'static IntCounterVec {
+    static C: std::sync::OnceLock<IntCounterVec> = std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        IntCounterVec::new(
+            Opts::new(
+                "gatehouse_tls_handshake_failures_total",
+                "TLS handshakes that failed before completing, by reason (from the TLS layer: not_tls, protocol_version, no_shared_cipher, client_alert, eof, timeout, other).",
+            ),
+            &["reason"],
+        )
+        .unwrap_or_else(|e| unreachable_metric("gatehouse_tls_handshake_failures_total", e))
+    })
+}
+
+/// The reason label for a failed handshake, from Pingora's error text (bounded set).
+pub fn classify_handshake_failure(message: &str) -> &'static str {
+    let m = message.to_ascii_lowercase();
+    if m.contains("timeout") || m.contains("timed out") {
+        "timeout"
+    } else if m.contains("http request")
+        || m.contains("wrong version number")
+        || m.contains("packet length too long")
+    {
+        "not_tls"
+    } else if m.contains("unsupported protocol")
+        || m.contains("protocol version")
+        || m.contains("version too low")
+    {
+        "protocol_version"
+    } else if m.contains("no shared cipher")
+        || m.contains("no suitable")
+        || m.contains("no shared group")
+    {
+        "no_shared_cipher"
+    } else if m.contains("alert") {
+        "client_alert"
+    } else if m.contains("eof")
+        || m.contains("reset")
+        || m.contains("closed")
+        || m.contains("broken pipe")
+    {
+        "eof"
+    } else {
+        "other"
+    }
+}
+
+/// Count one failed handshake whose error text is `message`.
+pub fn count_handshake_failure(message: &str) {
+    tls_handshake_failures()
+        .with_label_values(&[classify_handshake_failure(message)])
+        .inc();
+}
+
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| unreachable_metric(name, e));
@@ -101,6 +158,7 @@ impl Metrics {
     /// Create every family on a fresh registry.
     pub fn new() -> Self {
         let r = Registry::new();
+        register(&r, Box::new(tls_handshake_failures().clone()));
         let requests = counter(
             &r,
             "gatehouse_requests_total",
