@@ -33,12 +33,13 @@ V=$!
 N=$!
 "$OHA" --no-tui --output-format json -z "${SOAK}s" -c 2 -q 20 --cacert "$C/ca.pem" "$URL" > "$WORK/soak-nocert.json" 2>&1 &
 X=$!
-t0=$(date +%s); i=0; : > "$WORK/soak-rotating.codes"
+t0=$(date +%s); i=0; : > "$WORK/soak-rotating.codes"; ROT=()
 while (( $(date +%s) - t0 < SOAK )); do
   # rotating tokens: 200 new tokens every 2 s, each introspected once then cached
   for j in $(seq 1 200); do echo "rot-$i-$j"; done | while read -r tok; do
     curl -s -o /dev/null -w '%{http_code}\n' "${CC[@]}" -H "Authorization: Bearer $tok" "$URL" || true
   done >> "$WORK/soak-rotating.codes" &
+  ROT+=($!)
   i=$((i+1)); sleep 2
   r=$(rss); (( r > max_rss )) && max_rss=$r
   if (( i % 15 == 0 )); then
@@ -46,7 +47,8 @@ while (( $(date +%s) - t0 < SOAK )); do
   fi
 done
 wait $V $N $X 2>/dev/null || true
-wait
+# only the load generators: a bare `wait` would also wait for Gatehouse itself
+wait "${ROT[@]}" 2>/dev/null || true
 end_rss=$(rss)
 python3 - "$WORK" "$start_rss" "$end_rss" "$max_rss" <<'PY'
 import json, sys, collections

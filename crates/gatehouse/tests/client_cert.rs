@@ -336,6 +336,21 @@ async fn eku_weak_keys_chains_and_optional_mode() {
     );
     let res = pki.client(None).get(gh.url("/eku/x")).send().await.unwrap();
     assert_eq!(json(res).await["error"], "client_certificate_required");
+
+    // every refusal above was counted under its route and reason
+    for (route, reason) in [
+        ("eku", "wrong_key_usage"),
+        ("weak", "weak_key"),
+        ("short", "chain_too_long"),
+        ("eku", "invalid_ca"),
+        ("eku", "unknown_ca"),
+        ("eku", "client_certificate_required"),
+    ] {
+        let series = format!(
+            "gatehouse_client_cert_rejections_total{{reason=\"{reason}\",route=\"{route}\"}}"
+        );
+        assert!(gh.metric(&series).await >= 1.0, "{series}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

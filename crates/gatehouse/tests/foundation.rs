@@ -161,6 +161,9 @@ async fn expired_and_not_yet_valid_certs_get_their_reason() {
             .unwrap();
         assert_eq!(res.status(), 403);
         assert_eq!(json(res).await["error"], reason);
+        let series =
+            format!("gatehouse_client_cert_rejections_total{{reason=\"{reason}\",route=\"api\"}}");
+        assert_eq!(gh.metric(&series).await, 1.0, "{series}");
     }
     assert_eq!(up.count(), 0);
 }

@@ -193,33 +193,52 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok.success());
 }
 
+/// `yaml(upstream, "")` with every address filled in, for the real binary.
+fn render(
+    pki: &TestPki,
+    upstream: &str,
+    a: &Upstream,
+    b: &Upstream,
+    port: u16,
+    admin: u16,
+) -> String {
+    yaml(upstream, "")
+        .replace("${CERT_DIR}", &pki.dir.display().to_string())
+        .replace("${UP_A}", &a.addr.to_string())
+        .replace("${UP_B}", &b.addr.to_string())
+        .replace("${PROXY_ADDR}", &format!("127.0.0.1:{port}"))
+        .replace("${ADMIN_ADDR}", &format!("127.0.0.1:{admin}"))
+}
+
+/// The real binary: `gatehouse run -c FILE ARGS…`, killed when dropped.
+fn spawn_gatehouse(file: &str, extra: &[&str], log: &str) -> Child {
+    Child(
+        Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["run", "-c", file])
+            .args(extra)
+            .env("GATEHOUSE_LOG", log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_binary_reloads_on_sighup_logs_json_and_drains_on_sigterm() {
     let pki = TestPki::new();
     let (ua, ub) = (Upstream::start().await, Upstream::start().await);
     let (port, admin) = (free_port(), free_port());
     let log = pki.path("access.log");
-    let render = |upstream: &str| {
-        yaml(upstream, "")
-            .replace("${CERT_DIR}", &pki.dir.display().to_string())
-            .replace("${UP_A}", &ua.addr.to_string())
-            .replace("${UP_B}", &ub.addr.to_string())
-            .replace("${PROXY_ADDR}", &format!("127.0.0.1:{port}"))
-            .replace("${ADMIN_ADDR}", &format!("127.0.0.1:{admin}"))
+    let config = |upstream: &str| {
+        render(&pki, upstream, &ua, &ub, port, admin)
             .replace("access_log: off", &format!("access_log: {log}"))
             .replace("grace_period: 1s", "grace_period: 1s, drain_delay: 2s")
     };
     let file = pki.path("gatehouse.yaml");
-    std::fs::write(&file, render("a")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["run", "-c", &file])
-        .env("GATEHOUSE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut child = Child(child);
+    std::fs::write(&file, config("a")).unwrap();
+    let mut child = spawn_gatehouse(&file, &[], "warn");
+    let pid = child.0.id();
     let ready = || async {
         reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
             .await
@@ -247,7 +266,7 @@ async fn the_binary_reloads_on_sighup_logs_json_and_drains_on_sigterm() {
     assert_eq!(ua.count(), 1);
 
     // SIGHUP: the new file is read, the process keeps running
-    std::fs::write(&file, render("b")).unwrap();
+    std::fs::write(&file, config("b")).unwrap();
     signal(pid, "HUP");
     let mut switched = false;
     for _ in 0..100 {
@@ -322,31 +341,13 @@ async fn graceful_upgrade_hands_the_listeners_to_a_new_process() {
     let ua = Upstream::start().await;
     let (port, admin) = (free_port(), free_port());
     let sock = pki.path("upgrade.sock");
-    let text = yaml("a", "")
-        .replace("${CERT_DIR}", &pki.dir.display().to_string())
-        .replace("${UP_A}", &ua.addr.to_string())
-        .replace("${UP_B}", &ua.addr.to_string())
-        .replace("${PROXY_ADDR}", &format!("127.0.0.1:{port}"))
-        .replace("${ADMIN_ADDR}", &format!("127.0.0.1:{admin}"))
-        .replace(
-            "grace_period: 1s",
-            &format!("grace_period: 1s, upgrade_sock: \"{sock}\""),
-        );
+    let text = render(&pki, "a", &ua, &ua, port, admin).replace(
+        "grace_period: 1s",
+        &format!("grace_period: 1s, upgrade_sock: \"{sock}\""),
+    );
     let file = pki.path("gatehouse.yaml");
     std::fs::write(&file, text).unwrap();
-    let spawn = |extra: &[&str]| {
-        let mut args = vec!["run", "-c", &file];
-        args.extend_from_slice(extra);
-        Child(
-            Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-                .args(&args)
-                .env("GATEHOUSE_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let spawn = |extra: &[&str]| spawn_gatehouse(&file, extra, "warn");
     let ready = || async {
         reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
             .await
@@ -461,23 +462,10 @@ async fn failed_tls_handshakes_are_counted_by_reason() {
     let pki = TestPki::new();
     let ua = Upstream::start().await;
     let (port, admin) = (free_port(), free_port());
-    let text = yaml("a", "")
-        .replace("${CERT_DIR}", &pki.dir.display().to_string())
-        .replace("${UP_A}", &ua.addr.to_string())
-        .replace("${UP_B}", &ua.addr.to_string())
-        .replace("${PROXY_ADDR}", &format!("127.0.0.1:{port}"))
-        .replace("${ADMIN_ADDR}", &format!("127.0.0.1:{admin}"));
     let file = pki.path("gatehouse.yaml");
-    std::fs::write(&file, text).unwrap();
-    let _child = Child(
-        Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .args(["run", "-c", &file])
-            .env("GATEHOUSE_LOG", "off")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    std::fs::write(&file, render(&pki, "a", &ua, &ua, port, admin)).unwrap();
+    // the log is off: the handshake failures are counted whatever the log level
+    let _child = spawn_gatehouse(&file, &[], "off");
     let metrics = || async {
         reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
             .await

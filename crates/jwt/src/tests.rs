@@ -245,6 +245,23 @@ async fn hmac_only_with_a_configured_secret() {
     )
     .unwrap();
     assert_eq!(v.verify(&bad, &exp).await, Err(JwtError::BadSignature));
+    // the key-confusion attack where HS256 *is* allowed: signed with the RSA public key
+    // (PEM) as the HMAC secret and pointing at the RSA key's kid. Only the configured
+    // secret is ever an HMAC key, so this is a bad signature, not a pass.
+    let v = verifier(
+        &k,
+        &["HS256", "PS256"],
+        Some(b"shared-secret-of-32-bytes-or-more!!"),
+    );
+    let mut h = Header::new(Algorithm::HS256);
+    h.kid = Some("rsa1".into());
+    let confused = encode(
+        &h,
+        &claims(json!({})),
+        &EncodingKey::from_secret(&k.rsa_pub_pem),
+    )
+    .unwrap();
+    assert!(v.verify(&confused, &exp).await.is_err());
 }
 
 #[tokio::test]
