@@ -59,6 +59,47 @@ pub struct FilterFactory {
     auth_servers:
         std::sync::Mutex<std::collections::HashMap<String, Arc<gatehouse_phantom::AuthServer>>>,
     verifiers: std::sync::Mutex<std::collections::HashMap<String, Arc<gatehouse_jwt::Verifier>>>,
+    /// Token caches and JWKS key stores by authorization server, with the fingerprint of
+    /// what their content depends on. A reload hands them to the next factory, which keeps
+    /// those whose fingerprint is unchanged: a SIGHUP does not send every partner's token
+    /// back to the authorization server, nor forget the signing keys.
+    caches: std::sync::Mutex<Carried<gatehouse_phantom::MokaCache>>,
+    key_stores: std::sync::Mutex<Carried<gatehouse_jwt::KeyStore>>,
+    carried_caches: Carried<gatehouse_phantom::MokaCache>,
+    carried_key_stores: Carried<gatehouse_jwt::KeyStore>,
+}
+
+/// Shared state by authorization-server name, with the fingerprint it was built for.
+type Carried<T> = std::collections::HashMap<String, (u64, Arc<T>)>;
+
+/// A fingerprint of settings and of the contents of the files they name.
+fn fingerprint(settings: &impl std::fmt::Debug, files: &[Option<&str>]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{settings:?}").hash(&mut h);
+    for f in files.iter().flatten() {
+        std::fs::read(f).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Take `name`'s entry from `carried` if built for `fp`, else make a new one; remember it
+/// in `now` for the next reload.
+fn reuse<T>(
+    carried: &Carried<T>,
+    now: &std::sync::Mutex<Carried<T>>,
+    name: &str,
+    fp: u64,
+    make: impl FnOnce() -> Result<T, String>,
+) -> Result<Arc<T>, String> {
+    let v = match carried.get(name) {
+        Some((f, v)) if *f == fp => v.clone(),
+        _ => Arc::new(make()?),
+    };
+    now.lock()
+        .map_err(|_| "lock")?
+        .insert(name.to_owned(), (fp, v.clone()));
+    Ok(v)
 }
 
 impl FilterFactory {
@@ -85,7 +126,24 @@ impl FilterFactory {
             signer,
             auth_servers: Default::default(),
             verifiers: Default::default(),
+            caches: Default::default(),
+            key_stores: Default::default(),
+            carried_caches: Default::default(),
+            carried_key_stores: Default::default(),
         })
+    }
+
+    /// A factory for `c` that keeps `prev`'s token caches and key stores where their
+    /// settings did not change (reload).
+    pub(crate) fn new_after(c: &Config, prev: &FilterFactory) -> Result<Self, BuildError> {
+        let mut f = Self::new(c)?;
+        f.carried_caches = prev.caches.lock().map(|m| m.clone()).unwrap_or_default();
+        f.carried_key_stores = prev
+            .key_stores
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        Ok(f)
     }
 
     /// Gatehouse's public JWKS, when it signs JWTs.
@@ -158,17 +216,23 @@ impl FilterFactory {
         };
         let m = metrics.clone();
         let label = name.to_owned();
-        let store = gatehouse_jwt::KeyStore::new(
-            source,
-            a.jwks_min_refresh.0,
-            Box::new(move |result| m.jwks_refreshes.with_label_values(&[&label, result]).inc()),
+        let fp = fingerprint(
+            &(&a.jwks_uri, &a.jwks_file, &a.ca_file, &a.jwks_min_refresh),
+            &[a.jwks_file.as_deref(), a.ca_file.as_deref()],
         );
+        let store = reuse(&self.carried_key_stores, &self.key_stores, name, fp, || {
+            Ok(gatehouse_jwt::KeyStore::new(
+                source,
+                a.jwks_min_refresh.0,
+                Box::new(move |result| m.jwks_refreshes.with_label_values(&[&label, result]).inc()),
+            ))
+        })?;
         let secret = match (&a.hmac_secret_file, &a.hmac_secret_env) {
             (None, None) => None,
             (f, e) => Some(gatehouse_config::read_secret(f.as_deref(), e.as_deref())?),
         };
         let v = Arc::new(gatehouse_jwt::Verifier::new(
-            Arc::new(store),
+            store,
             &a.algorithms,
             a.issuer.clone(),
             a.leeway.0,
@@ -206,10 +270,22 @@ impl FilterFactory {
             gatehouse_phantom::ClientAuth::from_config(&i.client_auth)?,
             verifier,
         );
+        // cached results depend on the whole authorization-server section (issuer, keys,
+        // formats, TTLs) and on Gatehouse's signing key; not on client credentials
+        let fp = fingerprint(
+            &(a, &c.token_signing),
+            &[
+                a.jwks_file.as_deref(),
+                c.token_signing.as_ref().map(|s| s.key_file.as_str()),
+            ],
+        );
+        let cache = reuse(&self.carried_caches, &self.caches, name, fp, || {
+            Ok(gatehouse_phantom::MokaCache::new(a.cache.max_entries))
+        })?;
         let server = Arc::new(gatehouse_phantom::AuthServer::new(
             name.to_owned(),
             introspector,
-            Arc::new(gatehouse_phantom::MokaCache::new(a.cache.max_entries)),
+            cache,
             gatehouse_phantom::CachePolicy {
                 max_ttl: a.cache.max_ttl.0,
                 negative_ttl: a.cache.negative_ttl.0,
@@ -387,6 +463,7 @@ impl Gatehouse {
             runtime.clone(),
             tls_state,
             metrics.clone(),
+            factory,
         ));
         Ok(Self {
             server,

@@ -53,6 +53,8 @@ pub struct Reloader {
     admin: Option<SocketAddr>,
     metrics: Metrics,
     lock: Mutex<()>,
+    /// The factory of the running configuration (its caches and key stores carry over).
+    factory: Mutex<Arc<FilterFactory>>,
 }
 
 impl Reloader {
@@ -62,8 +64,10 @@ impl Reloader {
         runtime: Arc<ArcSwap<Runtime>>,
         tls: Vec<(String, SharedTls)>,
         metrics: Metrics,
+        factory: FilterFactory,
     ) -> Self {
         Self {
+            factory: Mutex::new(Arc::new(factory)),
             path,
             runtime,
             tls,
@@ -119,7 +123,12 @@ impl Reloader {
                 "listeners (names, addresses, TLS, client_auth.mode) and the admin address cannot change on reload: restart or upgrade".to_owned(),
             ]);
         }
-        let factory = FilterFactory::new(c).map_err(|e| vec![e.to_string()])?;
+        let prev = self
+            .factory
+            .lock()
+            .map(|f| f.clone())
+            .map_err(|_| vec!["factory lock poisoned".to_owned()])?;
+        let factory = FilterFactory::new_after(c, &prev).map_err(|e| vec![e.to_string()])?;
         let runtime =
             Runtime::build(c, &self.metrics, &factory).map_err(|e| vec![e.to_string()])?;
         let mut materials = Vec::new();
@@ -137,6 +146,9 @@ impl Reloader {
         }
         // everything built: swap
         self.runtime.store(Arc::new(runtime));
+        if let Ok(mut f) = self.factory.lock() {
+            *f = Arc::new(factory);
+        }
         for ((_, shared), m) in self.tls.iter().zip(materials) {
             shared.store(Arc::new(m));
         }

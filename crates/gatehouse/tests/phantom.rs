@@ -948,3 +948,44 @@ async fn jwks_is_refetched_for_an_unknown_kid_at_most_once_per_min_refresh() {
     );
     assert_eq!(s.up.count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_keeps_the_token_cache_unless_its_authorization_server_changed() {
+    let s = setup(vec![]).await;
+    let config = |cache: &str| yaml("token-introspection+jwt", BASIC, "as_issued", cache, "");
+    let gh = start(&s, &config(CACHE), &[]).await;
+    let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    let c = s.pki.client(Some(&s.pki.pki.partner_a));
+    let get = || async {
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(get().await, 200);
+    assert_eq!(s.auth.introspections(), 1);
+    let jwks_fetches = s.auth.state.jwks_fetches.load(Ordering::SeqCst);
+
+    // an unrelated change (the route's name): cached token and known keys are kept
+    gh.reload_with(&config(CACHE).replace("- name: api", "- name: api-v2"))
+        .unwrap();
+    assert_eq!(get().await, 200);
+    assert_eq!(
+        s.auth.introspections(),
+        1,
+        "the reload flushed the token cache"
+    );
+    assert_eq!(
+        s.auth.state.jwks_fetches.load(Ordering::SeqCst),
+        jwks_fetches,
+        "the reload forgot the signing keys"
+    );
+
+    // the authorization server's own settings changed: its cached results are dropped
+    gh.reload_with(&config("{ max_ttl: 30s, negative_ttl: 1s }"))
+        .unwrap();
+    assert_eq!(get().await, 200);
+    assert_eq!(s.auth.introspections(), 2);
+}
