@@ -37,7 +37,7 @@ pub fn jwt(i: u64) -> Arc<str> {
 pub fn entry(x5t: &str, i: u64) -> Arc<CachedToken> {
     Arc::new(CachedToken {
         active: Some(ActiveToken {
-            claims: Arc::new(claims(x5t, i)),
+            claims: Arc::new(gatehouse_core::Claims::new(claims(x5t, i))),
             upstream_header: http::HeaderValue::from_str(&format!("Bearer {}", jwt(i)))
                 .unwrap_or(http::HeaderValue::from_static("Bearer x")),
             exp: Some(4_102_444_800),

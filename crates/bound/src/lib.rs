@@ -58,15 +58,15 @@ impl Filter for CertBoundFilter {
             // config validation puts a token filter first; without a token, fail closed
             return self.fail(ctx, "no_token");
         };
-        let cnf = token.claims.get("cnf");
+        let has_cnf = token.claims.has_cnf();
         let x5t = token.cnf_x5t_s256();
         match (x5t, self.mode) {
-            (None, BindingMode::Optional) if cnf.is_none() => return Verdict::Continue,
+            (None, BindingMode::Optional) if !has_cnf => return Verdict::Continue,
             // a cnf that is present but has no usable x5t#S256 is never "unbound"
             (None, _) => {
                 return self.fail(
                     ctx,
-                    if cnf.is_some() {
+                    if has_cnf {
                         "cnf_unsupported"
                     } else {
                         "cnf_missing"
@@ -158,15 +158,7 @@ impl Filter for ClaimsFilter {
         let claims = &token.claims;
         if !self.scope.is_empty() {
             // RFC 8693 §4.2 / RFC 9068: `scope` is a space-separated string; Azure AD uses `scp`
-            let granted: Vec<&str> = ["scope", "scp"]
-                .iter()
-                .filter_map(|k| claims.get(*k))
-                .flat_map(|v| match v {
-                    Value::String(s) => s.split(' ').filter(|x| !x.is_empty()).collect::<Vec<_>>(),
-                    Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-                    _ => Vec::new(),
-                })
-                .collect();
+            let granted = claims.scopes();
             if !self.scope.iter().all(|s| granted.contains(&s.as_str())) {
                 return Verdict::Reject(Rejection::insufficient_scope(&self.scope.join(" ")));
             }
@@ -217,7 +209,9 @@ mod tests {
     fn ctx(claims: Value, cert_sha: Option<[u8; 32]>) -> RequestCtx {
         RequestCtx {
             token: Some(TokenInfo {
-                claims: Arc::new(claims.as_object().cloned().unwrap_or_default()),
+                claims: Arc::new(gatehouse_core::Claims::new(
+                    claims.as_object().cloned().unwrap_or_default(),
+                )),
             }),
             client_cert: cert_sha.map(|s| {
                 Arc::new(ClientCert {

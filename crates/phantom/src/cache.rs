@@ -7,7 +7,6 @@
 use async_trait::async_trait;
 use moka::future::Cache;
 use moka::Expiry;
-use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,7 @@ pub struct CachedToken {
 /// An active token's cached state.
 #[derive(Debug)]
 pub struct ActiveToken {
-    pub claims: Arc<Map<String, Value>>,
+    pub claims: Arc<gatehouse_core::Claims>,
     /// `Bearer <jwt>` for the upstream, built once per token (not per request); the only
     /// copy of the JWT the cache keeps.
     pub upstream_header: http::HeaderValue,

@@ -134,7 +134,7 @@ impl AuthServer {
                     })?;
                 CachedToken {
                     active: Some(ActiveToken {
-                        claims: Arc::new(claims),
+                        claims: Arc::new(gatehouse_core::Claims::new(claims)),
                         upstream_header,
                         exp,
                     }),
