@@ -595,7 +595,7 @@ pub struct PhantomTokenFilter {
 #[serde(deny_unknown_fields)]
 pub struct JwtFilter {
     pub authorization_server: String,
-    /// Accepted `aud` values (any one must be present). Empty: not checked.
+    /// Accepted `aud` values (any one must be present). Required.
     #[serde(default)]
     pub audience: Vec<String>,
     /// Require this `typ` header (e.g. `at+jwt`, RFC 9068).

@@ -224,3 +224,28 @@ fn revocation_without_any_crl_source_is_an_error() {
         errors(&ok)
     );
 }
+
+#[test]
+fn the_jwt_filter_requires_an_issuer_and_an_audience() {
+    let text = MINIMAL
+        .replace(
+            "upstreams:",
+            "authorization_servers:\n  as:\n    jwks_uri: https://as.example/jwks\nupstreams:",
+        )
+        .replace(
+            "    upstream: app",
+            "    upstream: app\n    filters:\n      - kind: jwt\n        authorization_server: as",
+        );
+    let errs = errors(&text);
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert!(
+        paths.contains(&"routes[0].filters[0].audience"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.path == "routes[0].filters[0].authorization_server"
+                && e.message.contains("no issuer")),
+        "{errs:#?}"
+    );
+}

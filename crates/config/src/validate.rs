@@ -412,7 +412,22 @@ fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
                         format!("{at}.authorization_server"),
                         format!("{:?} has no jwks_uri or jwks_file", jf.authorization_server),
                     )),
+                    // a JWT access token is only as good as the issuer and audience it was
+                    // checked for (RFC 9068 §4): both are required, never silently skipped
+                    Some(a) if a.issuer.is_none() => p.push((
+                        format!("{at}.authorization_server"),
+                        format!(
+                            "{:?} has no issuer: the jwt filter checks iss",
+                            jf.authorization_server
+                        ),
+                    )),
                     Some(_) => {}
+                }
+                if jf.audience.is_empty() {
+                    p.push((
+                        format!("{at}.audience"),
+                        "required: the aud values this API accepts (RFC 9068 §4)".into(),
+                    ));
                 }
             }
             FilterConfig::CertBoundToken(cb) => {

@@ -179,6 +179,7 @@ routes:
       - kind: client_cert
       - kind: jwt
         authorization_server: dev
+        audience: [api://gatehouse-tests]
       - kind: cert_bound_token
   - name: plain
     match: { path_prefix: /plain/ }
@@ -189,12 +190,13 @@ routes:
 async fn setup() -> (TestPki, Upstream, AuthServer, Proxy) {
     let pki = TestPki::new();
     let up = Upstream::start().await;
-    let auth = AuthServer::start(
+    let auth = AuthServer::start_with_audience(
         &pki,
         vec![
             partner_client("partner-a", "transactions"),
             gateway_client(),
         ],
+        Some("api://gatehouse-tests"),
     )
     .await;
     std::env::set_var("GH_HARDEN_SECRET", "gateway-secret");

@@ -325,12 +325,21 @@ pub struct AuthServer {
 impl AuthServer {
     /// Start with these clients; `issuer` is `https://localhost:PORT`.
     pub async fn start(pki: &TestPki, clients: Vec<gatehouse_devauth::authz::DevClient>) -> Self {
+        Self::start_with_audience(pki, clients, None).await
+    }
+
+    /// Like [`AuthServer::start`], issuing tokens with this `aud`.
+    pub async fn start_with_audience(
+        pki: &TestPki,
+        clients: Vec<gatehouse_devauth::authz::DevClient>,
+        audience: Option<&str>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cfg = gatehouse_devauth::authz::DevAuthConfig {
             issuer: format!("https://localhost:{}", addr.port()),
             token_ttl: 300,
-            audience: None,
+            audience: audience.map(str::to_owned),
             clients,
         };
         let state = gatehouse_devauth::authz::DevAuth::new(cfg).unwrap();
