@@ -497,13 +497,7 @@ async fn authorization_server_failures_fail_closed_with_503() {
     let s = setup(vec![]).await;
     let gh = start(
         &s,
-        &yaml(
-            "token-introspection+jwt",
-            BASIC,
-            "as_issued",
-            "{ max_ttl: 60s, negative_ttl: 1s }",
-            "",
-        ),
+        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, ""),
         &[],
     )
     .await;
@@ -729,13 +723,7 @@ async fn authorization_server_faults_under_load_spare_cached_tokens_and_heal() {
     let mut s = setup(vec![]).await;
     let gh = start(
         &s,
-        &yaml(
-            "token-introspection+jwt",
-            BASIC,
-            "as_issued",
-            "{ max_ttl: 60s, negative_ttl: 1s }",
-            "",
-        ),
+        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, ""),
         &[],
     )
     .await;
