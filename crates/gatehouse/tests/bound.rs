@@ -201,6 +201,24 @@ async fn a_token_bound_to_partner_a_is_useless_on_partner_b_connection() {
             .await,
         1.0
     );
+    // the token families (introspection, cache, JWKS, binding, rejections) pass promtool too
+    let text = e.gh.metrics().await;
+    for family in [
+        "gatehouse_introspection_requests_total",
+        "gatehouse_introspection_duration_seconds",
+        "gatehouse_token_cache_total",
+        "gatehouse_jwks_refreshes_total",
+        "gatehouse_cert_binding_failures_total",
+        "gatehouse_rejections_total",
+    ] {
+        assert!(
+            text.contains(&format!("{family}{{")) || text.contains(&format!("{family}_count")),
+            "{family} missing"
+        );
+    }
+    if let Err(report) = gatehouse_testkit::promtool_check(&text) {
+        panic!("promtool check metrics:\n{report}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -427,33 +427,9 @@ async fn metrics_pass_promtool_check() {
         404
     );
     let text = gh.metrics().await;
-    let promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let Ok(mut promtool) = promtool else {
-        panic!("promtool is required (Debian package `prometheus`; scripts/setup.sh installs it)");
-    };
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let report =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{report}"
-    );
-    assert!(
-        report.trim().is_empty(),
-        "promtool lint findings:\n{report}"
-    );
+    if let Err(report) = gatehouse_testkit::promtool_check(&text) {
+        panic!("promtool check metrics:\n{report}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

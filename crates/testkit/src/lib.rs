@@ -539,3 +539,31 @@ pub fn peer_cert(addr: SocketAddr, root: &Issued) -> openssl::x509::X509 {
     let s = b.build().connect("localhost", tcp).unwrap();
     s.ssl().peer_certificate().unwrap()
 }
+
+/// `promtool check metrics` on a /metrics text: `Err(report)` on any error or lint finding.
+/// promtool is required (Debian package `prometheus`; scripts/setup.sh installs it).
+pub fn promtool_check(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("promtool is required (Debian package `prometheus`): {e}"))?;
+    promtool
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(text.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = promtool.wait_with_output().map_err(|e| e.to_string())?;
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() && report.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(report)
+    }
+}
