@@ -39,6 +39,20 @@ fn hex(b: &[u8], sep: &str) -> String {
         .join(sep)
 }
 
+/// GET `path` on a new connection presenting `cert` (verdicts are memoized per connection).
+async fn get_fresh(
+    pki: &TestPki,
+    gh: &Proxy,
+    cert: &gatehouse_testkit::gatehouse_devauth::pki::Issued,
+    path: &str,
+) -> reqwest::Response {
+    pki.client(Some(cert))
+        .get(gh.url(path))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn start(pki: &TestPki, up: &Upstream, routes: &str) -> Proxy {
     let vars = [
         ("CERT_DIR", pki.dir.display().to_string()),
@@ -451,11 +465,7 @@ async fn route_trust_adds_a_ca_and_clock_skew_relaxes_the_leaf_dates() {
     ]
     .concat();
     let gh = start(&pki, &up, &routes).await;
-    let get = |cert: &gatehouse_testkit::gatehouse_devauth::pki::Issued, path: &str| {
-        let c = pki.client(Some(cert));
-        let url = gh.url(path);
-        async move { c.get(url).send().await.unwrap() }
-    };
+    let get = |cert, path| get_fresh(&pki, &gh, cert, path);
     // the route-specific bundle accepts its own CA's partner; the listener's routes do not
     assert_eq!(get(&other_partner, "/other/x").await.status(), 200);
     assert_eq!(
@@ -530,12 +540,7 @@ async fn crls_from_distribution_points_are_fetched_once_cached_and_enforced() {
     ]
     .concat();
     let gh = start(&pki, &up, &routes).await;
-    let get = |cert: &gatehouse_testkit::gatehouse_devauth::pki::Issued, path: &str| {
-        // a new connection each time (verdicts are memoized per connection)
-        let c = pki.client(Some(cert));
-        let url = gh.url(path);
-        async move { c.get(url).send().await.unwrap() }
-    };
+    let get = |cert, path| get_fresh(&pki, &gh, cert, path);
     assert_eq!(get(&good, "/hard/x").await.status(), 200);
     assert_eq!(get(&good, "/hard/x").await.status(), 200);
     let res = get(&revoked, "/hard/x").await;

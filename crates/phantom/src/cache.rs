@@ -32,8 +32,6 @@ pub struct ActiveToken {
     /// `Bearer <jwt>` for the upstream, built once per token (not per request); the only
     /// copy of the JWT the cache keeps.
     pub upstream_header: http::HeaderValue,
-    /// `exp` (Unix seconds) if the token has one.
-    pub exp: Option<i64>,
 }
 
 /// How a lookup was served.

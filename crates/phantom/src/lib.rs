@@ -136,7 +136,6 @@ impl AuthServer {
                     active: Some(ActiveToken {
                         claims: Arc::new(gatehouse_core::Claims::new(claims)),
                         upstream_header,
-                        exp,
                     }),
                     fresh_until: Instant::now() + ttl,
                     keep_for: keep,
@@ -202,7 +201,7 @@ impl AuthServer {
                     let usable = e
                         .active
                         .as_ref()
-                        .is_some_and(|a| a.exp.is_none_or(|x| x > gatehouse_jwt::now()));
+                        .is_some_and(|a| a.claims.exp().is_none_or(|x| x > gatehouse_jwt::now()));
                     if usable {
                         count("stale");
                         Ok(e)
@@ -295,7 +294,11 @@ impl Filter for PhantomTokenFilter {
                 "the access token is not active",
             ));
         };
-        if active.exp.is_some_and(|e| e <= gatehouse_jwt::now()) {
+        if active
+            .claims
+            .exp()
+            .is_some_and(|e| e <= gatehouse_jwt::now())
+        {
             return Verdict::Reject(Rejection::bearer(
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
