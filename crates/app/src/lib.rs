@@ -1,6 +1,5 @@
 //! Wires a validated configuration into a running Pingora server: the proxy chain on the
 //! configured listeners, the admin listener, readiness, and shutdown.
-#![forbid(unsafe_code)]
 
 pub mod access_log;
 mod admin;
@@ -16,6 +15,7 @@ use gatehouse_config::{Config, FilterConfig, Loaded};
 use gatehouse_core::Filter;
 use gatehouse_metrics::Metrics;
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::listeners::TcpSocketOptions;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
@@ -426,24 +426,54 @@ impl Gatehouse {
         let access_log = access_log::AccessLog::open(c.log.access_log.as_deref())
             .map_err(|e| BuildError::AccessLog(e.to_string()))?;
         let chain = Chain::new(runtime.clone(), metrics.clone(), access_log);
-        let mut proxy = pingora_proxy::http_proxy_service_with_name(
-            &server.configuration,
-            chain,
-            "gatehouse proxy",
-        );
-        let mut tls_state = Vec::new();
+        // (port 0 would give each shard a different port)
+        let shards =
+            if c.server.shard_per_thread && c.listeners.iter().all(|l| l.listen.port() != 0) {
+                c.server.threads.max(1)
+            } else {
+                1
+            };
+        let mut listener_tls = Vec::new();
         for l in &c.listeners {
-            let addr = l.listen.to_string();
-            match &l.tls {
-                None => proxy.add_tcp(&addr),
-                Some(t) => {
-                    let (settings, shared) = tls::settings(&l.name, t, &metrics)?;
-                    proxy.add_tls_with_settings(&addr, None, settings);
-                    tls_state.push((l.name.clone(), shared));
+            listener_tls.push(match &l.tls {
+                None => None,
+                Some(t) => Some(tls::ListenerTlsState::load(&l.name, t)?),
+            });
+        }
+        for shard in 0..shards {
+            let mut proxy = pingora_proxy::http_proxy_service_with_name(
+                &server.configuration,
+                chain.clone(),
+                "gatehouse proxy",
+            );
+            let mut sock = None;
+            if shards > 1 {
+                proxy.threads = Some(1);
+                let mut o = TcpSocketOptions::default();
+                o.so_reuseport = Some(true);
+                sock = Some(o);
+            }
+            for (l, state) in c.listeners.iter().zip(listener_tls.iter_mut()) {
+                let addr = shard_address(l.listen, shard);
+                match (&l.tls, state) {
+                    (Some(t), Some(state)) => {
+                        let settings = state.settings(t, &metrics)?;
+                        proxy.add_tls_with_settings(&addr, sock.clone(), settings);
+                    }
+                    _ => match &sock {
+                        Some(o) => proxy.add_tcp_with_settings(&addr, o.clone()),
+                        None => proxy.add_tcp(&addr),
+                    },
                 }
             }
+            server.add_service(proxy);
         }
-        server.add_service(proxy);
+        let tls_state = c
+            .listeners
+            .iter()
+            .zip(listener_tls)
+            .filter_map(|(l, s)| Some((l.name.clone(), s?.shared)))
+            .collect();
 
         let ready = Readiness::default();
         server.add_service(background_service("readiness", ready.clone()));
@@ -455,6 +485,7 @@ impl Gatehouse {
             };
             let mut svc = Service::new("gatehouse admin".to_owned(), HttpServer::new_app(app));
             svc.add_tcp(&a.listen.to_string());
+            svc.threads = Some(1);
             server.add_service(svc);
         }
         let reloader = Arc::new(Reloader::new(
@@ -497,6 +528,39 @@ impl Gatehouse {
     }
 }
 
+/// The address string shard `n` binds for a listener. Pingora keys listening sockets by
+/// this string (to hand them to a new process on `--upgrade`), so each shard needs its own:
+/// shard 0 uses the plain address, shard n pads the port with n leading zeros
+/// (`127.0.0.1:08443`), which resolves to the same socket address.
+fn shard_address(listen: std::net::SocketAddr, shard: usize) -> String {
+    let ip = match listen {
+        std::net::SocketAddr::V4(a) => a.ip().to_string(),
+        std::net::SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    format!("{ip}:{}{}", "0".repeat(shard), listen.port())
+}
+
 /// Re-export of Pingora's shutdown-signal trait, for embedding Gatehouse with a shutdown
 /// you control (tests).
 pub use pingora_core::server::ShutdownSignalWatch as ShutdownSignalWatchExt;
+
+#[cfg(test)]
+mod shard_tests {
+    use super::shard_address;
+    use std::net::{SocketAddr, ToSocketAddrs};
+
+    #[test]
+    fn every_shard_address_resolves_to_the_listener_address() {
+        for listen in ["127.0.0.1:8443", "[::1]:443", "0.0.0.0:65535"] {
+            let listen: SocketAddr = listen.parse().unwrap();
+            let mut seen = std::collections::HashSet::new();
+            for shard in 0..8 {
+                let s = shard_address(listen, shard);
+                assert!(seen.insert(s.clone()), "distinct key per shard: {s}");
+                // what Pingora does with the string before binding
+                let resolved: Vec<SocketAddr> = s.to_socket_addrs().unwrap().collect();
+                assert_eq!(resolved, vec![listen], "{s}");
+            }
+        }
+    }
+}

@@ -44,6 +44,7 @@ impl Ctx {
 }
 
 /// The Gatehouse proxy.
+#[derive(Clone)]
 pub struct Chain {
     runtime: Arc<ArcSwap<Runtime>>,
     metrics: Metrics,

@@ -11,7 +11,7 @@ use gatehouse_mtls::{inspect, load_pem_bundle, TrustStore};
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
 use openssl::stack::Stack;
-use openssl::x509::X509;
+use openssl::x509::{X509Name, X509};
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{TlsAccept, ALPN};
 use pingora_core::protocols::tls::TlsRef;
@@ -77,14 +77,17 @@ impl TlsMaterial {
 /// The TLS state of one listener, swapped atomically on reload.
 pub type SharedTls = Arc<ArcSwap<TlsMaterial>>;
 
+/// Intermediates clients sent in full handshakes, by SHA-256 of their leaf: a resumed
+/// TLS 1.3 session (a stateless ticket) brings back the leaf but not its chain, and the
+/// chain is needed to verify the leaf again against root-only CA bundles. One table per
+/// listener, shared by its shards (a session may resume on any of them).
+type Chains = Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<Vec<X509>>>>>;
+
 struct Acceptor {
     listener: String,
     material: SharedTls,
     metrics: Metrics,
-    /// Intermediates clients sent in full handshakes, by SHA-256 of their leaf: a resumed
-    /// TLS 1.3 session (a stateless ticket) brings back the leaf but not its chain, and the
-    /// chain is needed to verify the leaf again against root-only CA bundles.
-    chains: std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<Vec<X509>>>>,
+    chains: Chains,
 }
 
 /// Most leaf → chain entries kept for resumed sessions (then the table starts over).
@@ -183,81 +186,182 @@ fn err(what: &str) -> impl Fn(openssl::error::ErrorStack) -> BuildError + '_ {
     move |e| BuildError::Tls(format!("{what}: {e}"))
 }
 
-/// Build Pingora's TLS settings for one listener, with its reloadable material.
-pub fn settings(
-    name: &str,
-    t: &ListenerTls,
-    metrics: &Metrics,
-) -> Result<(TlsSettings, SharedTls), BuildError> {
-    let wants_certs = t.client_auth.mode != ClientCertMode::Off;
-    let material = TlsMaterial::load(t)?;
-    // CA names sent in the CertificateRequest (fixed for the listener's lifetime)
-    let mut names = Stack::new().map_err(err("client CA list"))?;
-    if wants_certs {
-        for f in &t.client_auth.ca_files {
-            for ca in load_pem_bundle(f).map_err(|e| BuildError::Tls(e.to_string()))? {
-                names
-                    .push(
+/// One listener's TLS state, shared by the shards that accept on its address: the
+/// reloadable material, the leaf → chain table for resumed sessions, the CA names sent in
+/// the CertificateRequest and the session-ticket keys.
+pub struct ListenerTlsState {
+    name: String,
+    pub shared: SharedTls,
+    chains: Chains,
+    ca_names: Vec<X509Name>,
+    ticket_keys: Option<Vec<u8>>,
+}
+
+impl ListenerTlsState {
+    /// Load the listener's certificates and CA bundles.
+    pub fn load(name: &str, t: &ListenerTls) -> Result<Self, BuildError> {
+        let material = TlsMaterial::load(t)?;
+        let mut ca_names = Vec::new();
+        if t.client_auth.mode != ClientCertMode::Off {
+            for f in &t.client_auth.ca_files {
+                for ca in load_pem_bundle(f).map_err(|e| BuildError::Tls(e.to_string()))? {
+                    ca_names.push(
                         ca.subject_name()
                             .to_owned()
                             .map_err(err("client CA list"))?,
-                    )
-                    .map_err(err("client CA list"))?;
+                    );
+                }
             }
         }
+        Ok(Self {
+            name: name.to_owned(),
+            shared: Arc::new(ArcSwap::from_pointee(material)),
+            chains: Default::default(),
+            ca_names,
+            ticket_keys: None,
+        })
     }
-    let shared: SharedTls = Arc::new(ArcSwap::from_pointee(material));
-    let acceptor = Acceptor {
-        listener: name.to_owned(),
-        material: shared.clone(),
-        metrics: metrics.clone(),
-        chains: Default::default(),
-    };
-    let mut s = TlsSettings::with_callbacks(Box::new(acceptor))
-        .map_err(|e| BuildError::Tls(e.to_string()))?;
-    let min = t
-        .protocols
-        .iter()
-        .min()
-        .copied()
-        .unwrap_or(TlsVersion::Tls12);
-    let max = t
-        .protocols
-        .iter()
-        .max()
-        .copied()
-        .unwrap_or(TlsVersion::Tls13);
-    let v = |x: TlsVersion| match x {
-        TlsVersion::Tls12 => SslVersion::TLS1_2,
-        TlsVersion::Tls13 => SslVersion::TLS1_3,
-    };
-    s.set_min_proto_version(Some(v(min)))
-        .map_err(err("protocols"))?;
-    s.set_max_proto_version(Some(v(max)))
-        .map_err(err("protocols"))?;
-    if let Some(groups) = &t.groups {
-        s.set_groups_list(&groups.join(":"))
-            .map_err(err("groups"))?;
+
+    /// Pingora's TLS settings for one shard of this listener. Every shard has its own
+    /// OpenSSL context; they all get the same session-ticket keys, so a ticket issued by
+    /// one shard resumes on any other.
+    pub fn settings(
+        &mut self,
+        t: &ListenerTls,
+        metrics: &Metrics,
+    ) -> Result<TlsSettings, BuildError> {
+        let wants_certs = t.client_auth.mode != ClientCertMode::Off;
+        let mut names = Stack::new().map_err(err("client CA list"))?;
+        for n in &self.ca_names {
+            let n = openssl::x509::X509NameRef::to_owned(n).map_err(err("client CA list"))?;
+            names.push(n).map_err(err("client CA list"))?;
+        }
+        let acceptor = Acceptor {
+            listener: self.name.clone(),
+            material: self.shared.clone(),
+            metrics: metrics.clone(),
+            chains: self.chains.clone(),
+        };
+        let mut s = TlsSettings::with_callbacks(Box::new(acceptor))
+            .map_err(|e| BuildError::Tls(e.to_string()))?;
+        if t.session_resumption {
+            let keys = match &self.ticket_keys {
+                Some(k) => k.clone(),
+                None => {
+                    let mut k = vec![0u8; ticket::key_len(&s)?];
+                    openssl::rand::rand_bytes(&mut k).map_err(err("session-ticket keys"))?;
+                    self.ticket_keys = Some(k.clone());
+                    k
+                }
+            };
+            ticket::set_keys(&mut s, &keys)?;
+        }
+        let min = t
+            .protocols
+            .iter()
+            .min()
+            .copied()
+            .unwrap_or(TlsVersion::Tls12);
+        let max = t
+            .protocols
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(TlsVersion::Tls13);
+        let v = |x: TlsVersion| match x {
+            TlsVersion::Tls12 => SslVersion::TLS1_2,
+            TlsVersion::Tls13 => SslVersion::TLS1_3,
+        };
+        s.set_min_proto_version(Some(v(min)))
+            .map_err(err("protocols"))?;
+        s.set_max_proto_version(Some(v(max)))
+            .map_err(err("protocols"))?;
+        if let Some(groups) = &t.groups {
+            s.set_groups_list(&groups.join(":"))
+                .map_err(err("groups"))?;
+        }
+        // a session id context is required with peer verification, or resumption fails
+        s.set_session_id_context(b"gatehouse")
+            .map_err(err("session id context"))?;
+        if !t.session_resumption {
+            s.set_options(SslOptions::NO_TICKET);
+            s.set_session_cache_mode(SslSessionCacheMode::OFF);
+        }
+        if wants_certs {
+            // Ask for a certificate but accept any: verification happens after the handshake
+            // (see Acceptor) so the client gets an HTTP 403 with a reason.
+            s.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
+            s.set_client_ca_list(names);
+        }
+        let h2 = t.alpn.contains(&Alpn::H2);
+        let h1 = t.alpn.contains(&Alpn::Http11);
+        s.set_alpn(match (h2, h1) {
+            (true, true) => ALPN::H2H1,
+            (true, false) => ALPN::H2,
+            _ => ALPN::H1,
+        });
+        Ok(s)
     }
-    // a session id context is required with peer verification, or resumption fails
-    s.set_session_id_context(b"gatehouse")
-        .map_err(err("session id context"))?;
-    if !t.session_resumption {
-        s.set_options(SslOptions::NO_TICKET);
-        s.set_session_cache_mode(SslSessionCacheMode::OFF);
+}
+
+/// Session-ticket keys. The `openssl` crate has no setter for them, so this calls
+/// `SSL_CTX_ctrl(SSL_CTRL_{GET,SET}_TLSEXT_TICKET_KEYS)` (what the C macro
+/// `SSL_CTX_set_tlsext_ticket_keys` expands to) — the only unsafe code in Gatehouse.
+mod ticket {
+    #![allow(unsafe_code)]
+    use super::BuildError;
+    use openssl::ssl::SslContextBuilder;
+    use std::ffi::{c_int, c_long, c_void};
+
+    const SSL_CTRL_SET_TLSEXT_TICKET_KEYS: c_int = 59;
+
+    /// Bytes of key material the context takes (name + HMAC key + AES key; 80 in
+    /// OpenSSL 3).
+    pub(super) fn key_len(ctx: &SslContextBuilder) -> Result<usize, BuildError> {
+        // SAFETY: `ctx.as_ptr()` is the builder's live SSL_CTX; with a null buffer
+        // OpenSSL only returns the key length and touches no memory.
+        let n = unsafe {
+            openssl_sys::SSL_CTX_ctrl(
+                ctx.as_ptr(),
+                SSL_CTRL_SET_TLSEXT_TICKET_KEYS,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        usize::try_from(n)
+            .ok()
+            .filter(|n| (48..=1024).contains(n))
+            .ok_or_else(|| BuildError::Tls(format!("unexpected session-ticket key length {n}")))
     }
-    if wants_certs {
-        // Ask for a certificate but accept any: verification happens after the handshake
-        // (see Acceptor) so the client gets an HTTP 403 with a reason.
-        s.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
-        s.set_client_ca_list(names);
+
+    /// Install `keys` (exactly [`key_len`] bytes) as the context's ticket keys.
+    pub(super) fn set_keys(ctx: &mut SslContextBuilder, keys: &[u8]) -> Result<(), BuildError> {
+        if keys.len() != key_len(ctx)? {
+            return Err(BuildError::Tls(
+                "session-ticket keys of the wrong length".into(),
+            ));
+        }
+        let len = c_long::try_from(keys.len())
+            .map_err(|_| BuildError::Tls("session-ticket keys too long".into()))?;
+        // SAFETY: the SSL_CTX is live and exclusively borrowed; OpenSSL checks `len`
+        // against its key length (checked above too), copies `len` bytes out of `keys`
+        // (valid for that many bytes) and keeps no pointer to the buffer. It never writes
+        // through the pointer for the SET command, so casting away const is sound.
+        let r = unsafe {
+            openssl_sys::SSL_CTX_ctrl(
+                ctx.as_ptr(),
+                SSL_CTRL_SET_TLSEXT_TICKET_KEYS,
+                len,
+                keys.as_ptr() as *mut c_void,
+            )
+        };
+        if r == 1 {
+            Ok(())
+        } else {
+            Err(BuildError::Tls(format!(
+                "cannot set the session-ticket keys: {}",
+                openssl::error::ErrorStack::get()
+            )))
+        }
     }
-    let h2 = t.alpn.contains(&Alpn::H2);
-    let h1 = t.alpn.contains(&Alpn::Http11);
-    s.set_alpn(match (h2, h1) {
-        (true, true) => ALPN::H2H1,
-        (true, false) => ALPN::H2,
-        _ => ALPN::H1,
-    });
-    Ok((s, shared))
 }

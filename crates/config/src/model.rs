@@ -50,6 +50,14 @@ pub struct ServerSection {
     /// binary, not for in-process tests that start several).
     #[serde(default = "default_true")]
     pub work_stealing: bool,
+    /// One proxy shard per worker thread (the default, with `threads` > 1): each thread
+    /// has its own runtime, its own listening socket on every listener address
+    /// (`SO_REUSEPORT`: the kernel spreads new connections over them) and its own upstream
+    /// keep-alive pool, so a request never waits on another thread, as with NGINX's
+    /// workers. TLS session tickets are shared by all shards. `false`: one runtime of
+    /// `threads` threads and one socket per listener (Pingora's layout).
+    #[serde(default = "default_true")]
+    pub shard_per_thread: bool,
     /// Unix socket over which a running Gatehouse hands its listening sockets to a new one
     /// started with `gatehouse run --upgrade` (default: `$TMPDIR/gatehouse-upgrade.sock`).
     #[serde(default)]
@@ -93,6 +101,7 @@ impl Default for ServerSection {
             shutdown_timeout: default_shutdown_timeout(),
             drain_delay: default_drain_delay(),
             work_stealing: true,
+            shard_per_thread: true,
             upgrade_sock: None,
             upstream_keepalive_pool: default_pool(),
             max_authorization_header: default_max_auth(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 fn yaml(mode: &str, routes: &str) -> String {
     format!(
         "version: 1
-server: {{ threads: 1, grace_period: 0s, shutdown_timeout: 0s }}
+server: {{ threads: ${{THREADS}}, grace_period: 0s, shutdown_timeout: 0s }}
 admin: {{ listen: \"${{ADMIN_ADDR}}\" }}
 log: {{ access_log: off }}
 listeners:
@@ -32,7 +32,19 @@ routes:
 const DEFAULT_ROUTES: &str = "  - { name: api, match: { path_prefix: /api/ }, upstream: app }\n";
 
 async fn start(pki: &TestPki, mode: &str, routes: &str, up: &Upstream, up2: &Upstream) -> Proxy {
+    start_with_threads(pki, mode, routes, up, up2, 1).await
+}
+
+async fn start_with_threads(
+    pki: &TestPki,
+    mode: &str,
+    routes: &str,
+    up: &Upstream,
+    up2: &Upstream,
+    threads: usize,
+) -> Proxy {
     let vars = [
+        ("THREADS", threads.to_string()),
         ("CERT_DIR", pki.dir.display().to_string()),
         ("UP", up.addr.to_string()),
         ("UP2", up2.addr.to_string()),
@@ -395,9 +407,13 @@ routes:
 }
 
 /// `openssl s_client` with partner-a (leaf + intermediate): one request on a fresh
-/// connection (saving the TLS 1.3 session ticket), then one on a connection that resumes
-/// it. Returns (resumed?, status line) for each.
-fn two_connections_with_resumption(port: u16, pki: &TestPki) -> Vec<(bool, String)> {
+/// connection (saving the TLS 1.3 session ticket), then `resumptions` requests, each on a
+/// new connection that resumes it. Returns (resumed?, status line) for each.
+fn connections_with_resumption(
+    port: u16,
+    pki: &TestPki,
+    resumptions: usize,
+) -> Vec<(bool, String)> {
     let a = &pki.pki.partner_a;
     let (leaf, chain, key) = (
         pki.path("resume-leaf.pem"),
@@ -410,7 +426,7 @@ fn two_connections_with_resumption(port: u16, pki: &TestPki) -> Vec<(bool, Strin
     std::fs::write(&key, a.key_pem().unwrap()).unwrap();
     let sess = pki.path("resume.sess");
     let mut out = Vec::new();
-    for round in 0..2 {
+    for round in 0..=resumptions {
         let mut cmd = std::process::Command::new("openssl");
         cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
             .args(["-servername", "localhost", "-tls1_3", "-ign_eof"])
@@ -446,24 +462,43 @@ fn two_connections_with_resumption(port: u16, pki: &TestPki) -> Vec<(bool, Strin
     out
 }
 
+/// Sockets listening on `port` (IPv4), from the kernel's own table.
+fn listening_sockets(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A"
+        })
+        .count()
+}
+
+/// With 2 threads the listener runs one shard per thread, each with its own socket and
+/// OpenSSL context; the kernel spreads connections over them. A session ticket from one
+/// shard must resume on either, and the chain table must serve both.
 #[tokio::test(flavor = "multi_thread")]
 async fn resumed_sessions_keep_the_verified_certificate_with_its_intermediate() {
     let pki = TestPki::new();
     let (up, up2) = (Upstream::start().await, Upstream::start().await);
-    let gh = start(&pki, "required", DEFAULT_ROUTES, &up, &up2).await;
+    let gh = start_with_threads(&pki, "required", DEFAULT_ROUTES, &up, &up2, 2).await;
     let port = gh.addr.port();
+    assert_eq!(listening_sockets(port), 2, "one listening socket per shard");
+    const RESUMPTIONS: usize = 8;
     let (_pki, rounds) = tokio::task::spawn_blocking(move || {
-        let rounds = two_connections_with_resumption(port, &pki);
+        let rounds = connections_with_resumption(port, &pki, RESUMPTIONS);
         (pki, rounds)
     })
     .await
     .unwrap();
     assert!(!rounds[0].0, "first connection is a full handshake");
     assert_eq!(rounds[0].1, "HTTP/1.1 200 OK", "{rounds:?}");
-    assert!(
-        rounds[1].0,
-        "second connection resumed the session: {rounds:?}"
-    );
-    assert_eq!(rounds[1].1, "HTTP/1.1 200 OK", "{rounds:?}");
-    assert_eq!(up.count(), 2);
+    // with per-shard ticket keys, all 8 would land on the issuing shard 1 time in 256
+    for (i, r) in rounds.iter().enumerate().skip(1) {
+        assert!(r.0, "connection {i} resumed the session: {rounds:?}");
+        assert_eq!(r.1, "HTTP/1.1 200 OK", "{rounds:?}");
+    }
+    assert_eq!(up.count(), 1 + RESUMPTIONS);
 }
