@@ -33,11 +33,17 @@ pub fn jwt(i: u64) -> Arc<str> {
     .into()
 }
 
-/// A fresh cache entry for token `i`.
-pub fn entry(x5t: &str, i: u64) -> Arc<CachedToken> {
+/// A fresh cache entry for token `i`, with every claim or (`full_claims: false`) only
+/// those the request path reads.
+pub fn entry(x5t: &str, i: u64, full_claims: bool) -> Arc<CachedToken> {
+    let map = claims(x5t, i);
     Arc::new(CachedToken {
         active: Some(ActiveToken {
-            claims: Arc::new(gatehouse_core::Claims::new(claims(x5t, i))),
+            claims: Arc::new(if full_claims {
+                gatehouse_core::Claims::new(map)
+            } else {
+                gatehouse_core::Claims::hot_only(&map)
+            }),
             upstream_header: http::HeaderValue::from_str(&format!("Bearer {}", jwt(i)))
                 .unwrap_or(http::HeaderValue::from_static("Bearer x")),
         }),
@@ -57,10 +63,13 @@ pub async fn primed_server(
     tokens: &[String],
     x5t: &str,
     metrics: gatehouse_metrics::Metrics,
+    full_claims: bool,
 ) -> (Arc<AuthServer>, Arc<MokaCache>) {
     let cache = Arc::new(MokaCache::new(tokens.len() as u64 * 2 + 16));
     for (i, t) in tokens.iter().enumerate() {
-        cache.insert(key(t), entry(x5t, i as u64)).await;
+        cache
+            .insert(key(t), entry(x5t, i as u64, full_claims))
+            .await;
     }
     let introspector = Introspector::new(
         reqwest::Client::new(),
@@ -79,6 +88,7 @@ pub async fn primed_server(
             max_ttl: Duration::from_secs(3600),
             negative_ttl: Duration::from_secs(5),
             stale_if_error: None,
+            full_claims,
         },
         None,
         metrics,

@@ -272,8 +272,9 @@ impl FilterFactory {
         );
         // cached results depend on the whole authorization-server section (issuer, keys,
         // formats, TTLs) and on Gatehouse's signing key; not on client credentials
+        let full_claims = routes_need_full_claims(c, name);
         let fp = fingerprint(
-            &(a, &c.token_signing),
+            &(a, &c.token_signing, full_claims),
             &[
                 a.jwks_file.as_deref(),
                 c.token_signing.as_ref().map(|s| s.key_file.as_str()),
@@ -290,6 +291,7 @@ impl FilterFactory {
                 max_ttl: a.cache.max_ttl.0,
                 negative_ttl: a.cache.negative_ttl.0,
                 stale_if_error: a.cache.stale_if_error.map(|d| d.0),
+                full_claims,
             },
             self.signer.clone(),
             metrics.clone(),
@@ -526,6 +528,22 @@ impl Gatehouse {
         };
         self.server.run(args);
     }
+}
+
+/// Whether a route that introspects at authorization server `name` has claims rules that
+/// read more than the hot claims (`scope`/`scp`): then its cache keeps every claim.
+fn routes_need_full_claims(c: &Config, name: &str) -> bool {
+    c.routes.iter().any(|r| {
+        let introspects_here = r
+            .filters
+            .iter()
+            .any(|f| matches!(f, FilterConfig::PhantomToken(p) if p.authorization_server == name));
+        introspects_here
+            && r.filters.iter().any(|f| {
+                matches!(f, FilterConfig::Claims(cl)
+                    if !cl.roles.is_empty() || !cl.equals.is_empty() || !cl.to_headers.is_empty())
+            })
+    })
 }
 
 /// The address string shard `n` binds for a listener. Pingora keys listening sockets by

@@ -39,9 +39,9 @@ impl CertBoundFilter {
     }
 }
 
-/// Constant-time comparison of two thumbprint strings.
-pub fn thumbprints_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+/// Constant-time comparison of two SHA-256 thumbprints.
+pub fn thumbprints_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    bool::from(a.ct_eq(b))
 }
 
 #[async_trait]
@@ -81,7 +81,7 @@ impl Filter for CertBoundFilter {
         let Some(cert) = &ctx.client_cert else {
             return self.fail(ctx, "no_client_certificate");
         };
-        if thumbprints_equal(expected, &cert.x5t_s256()) {
+        if thumbprints_equal(expected, &cert.sha256) {
             Verdict::Continue
         } else {
             self.fail(ctx, "cnf_mismatch")
@@ -158,8 +158,11 @@ impl Filter for ClaimsFilter {
         let claims = &token.claims;
         if !self.scope.is_empty() {
             // RFC 8693 §4.2 / RFC 9068: `scope` is a space-separated string; Azure AD uses `scp`
-            let granted = claims.scopes();
-            if !self.scope.iter().all(|s| granted.contains(&s.as_str())) {
+            if !self
+                .scope
+                .iter()
+                .all(|s| claims.scopes().any(|g| g == s.as_str()))
+            {
                 return Verdict::Reject(Rejection::insufficient_scope(&self.scope.join(" ")));
             }
         }

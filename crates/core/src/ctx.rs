@@ -17,8 +17,8 @@ impl TokenInfo {
         self.claims.str_claim(name)
     }
 
-    /// RFC 8705 §3.1 `cnf."x5t#S256"`, if present.
-    pub fn cnf_x5t_s256(&self) -> Option<&str> {
+    /// RFC 8705 §3.1 `cnf."x5t#S256"`, decoded: the SHA-256 the token is bound to.
+    pub fn cnf_x5t_s256(&self) -> Option<&[u8; 32]> {
         self.claims.cnf_x5t_s256()
     }
 }
@@ -26,28 +26,47 @@ impl TokenInfo {
 type Map = serde_json::Map<String, serde_json::Value>;
 
 /// Verified token claims, stored compactly because a cache may hold a million of them: the
-/// claims the per-request path reads (`exp`, `cnf."x5t#S256"`, `scope`, `client_id`,
-/// `sub`) are extracted once; the whole set is kept as JSON text and parsed (once per
-/// token, then kept) only when a rule asks for another claim.
+/// claims the per-request path reads (`exp`, `cnf."x5t#S256"`, the scopes, `client_id`,
+/// `sub`) are extracted once; the whole set is kept as JSON text, parsed (once per token,
+/// then kept) only when a rule asks for another claim — or not kept at all when the
+/// configuration shows no rule ever will ([`Claims::hot_only`]).
 #[derive(Debug, Default)]
 pub struct Claims {
-    json: Box<str>,
+    /// `None`: only the hot fields were kept.
+    json: Option<Box<str>>,
     full: std::sync::OnceLock<Map>,
     exp: Option<i64>,
-    /// `Some(None)`: a `cnf` claim without a usable `x5t#S256`.
-    cnf: Option<Option<Box<str>>>,
-    /// `scope` when it is a plain string and there is no `scp` (else the map decides).
-    scope: Option<Box<str>>,
+    cnf: Cnf,
+    /// Every granted scope (`scope` and Azure AD's `scp`), space-separated.
+    scopes: Option<Box<str>>,
     client_id: Option<Box<str>>,
     sub: Option<Box<str>>,
+}
+
+/// The `cnf` claim as far as certificate binding is concerned.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Cnf {
+    #[default]
+    Absent,
+    /// A `cnf` claim without a usable `x5t#S256` (another method, or not a canonical
+    /// base64url SHA-256).
+    Unusable,
+    /// `x5t#S256`, decoded.
+    S256([u8; 32]),
 }
 
 impl Claims {
     /// Compact form for caching: the map is serialized and dropped.
     pub fn new(map: Map) -> Self {
         let mut c = Self::hot_fields(&map);
-        c.json = serde_json::Value::Object(map).to_string().into_boxed_str();
+        c.json = Some(serde_json::Value::Object(map).to_string().into_boxed_str());
         c
+    }
+
+    /// Smallest form for caching: only the hot fields; [`Claims::get`] then finds no
+    /// claim (rules asking for one fail closed). For caches whose routes need nothing else.
+    pub fn hot_only(map: &Map) -> Self {
+        Self::hot_fields(map)
     }
 
     /// Already-parsed form, for claims used once (a JWT verified for this request).
@@ -59,27 +78,45 @@ impl Claims {
 
     fn hot_fields(map: &Map) -> Self {
         let s = |k: &str| map.get(k).and_then(|v| v.as_str()).map(Into::into);
+        let mut scopes: Vec<&str> = Vec::new();
+        for k in ["scope", "scp"] {
+            match map.get(k) {
+                Some(serde_json::Value::String(s)) => scopes.extend(s.split(' ')),
+                Some(serde_json::Value::Array(a)) => {
+                    scopes.extend(a.iter().filter_map(|x| x.as_str()))
+                }
+                _ => {}
+            }
+        }
+        scopes.retain(|x| !x.is_empty() && !x.contains(' '));
+        let cnf = match map.get("cnf") {
+            None => Cnf::Absent,
+            Some(c) => c
+                .get("x5t#S256")
+                .and_then(|v| v.as_str())
+                .and_then(decode_x5t_s256)
+                .map_or(Cnf::Unusable, Cnf::S256),
+        };
         Self {
-            json: Box::default(),
+            json: None,
             full: std::sync::OnceLock::new(),
             exp: map.get("exp").and_then(|v| v.as_i64()),
-            cnf: map
-                .get("cnf")
-                .map(|c| c.get("x5t#S256").and_then(|v| v.as_str()).map(Into::into)),
-            scope: if map.contains_key("scp") {
-                None
-            } else {
-                s("scope")
-            },
+            cnf,
+            scopes: (!scopes.is_empty()).then(|| scopes.join(" ").into_boxed_str()),
             client_id: s("client_id"),
             sub: s("sub"),
         }
     }
 
-    /// Every claim (parsed from the stored JSON on first use).
+    /// Every claim (parsed from the stored JSON on first use; empty for
+    /// [`Claims::hot_only`]).
     pub fn map(&self) -> &Map {
-        self.full
-            .get_or_init(|| serde_json::from_str(&self.json).unwrap_or_default())
+        self.full.get_or_init(|| {
+            self.json
+                .as_deref()
+                .and_then(|j| serde_json::from_str(j).ok())
+                .unwrap_or_default()
+        })
     }
 
     /// One claim.
@@ -103,61 +140,115 @@ impl Claims {
 
     /// Whether there is a `cnf` claim at all.
     pub fn has_cnf(&self) -> bool {
-        self.cnf.is_some()
+        self.cnf != Cnf::Absent
     }
 
-    /// RFC 8705 §3.1 `cnf."x5t#S256"`, if present.
-    pub fn cnf_x5t_s256(&self) -> Option<&str> {
-        self.cnf.as_ref().and_then(|c| c.as_deref())
+    /// RFC 8705 §3.1 `cnf."x5t#S256"`, decoded, if present and well-formed.
+    pub fn cnf_x5t_s256(&self) -> Option<&[u8; 32]> {
+        match &self.cnf {
+            Cnf::S256(d) => Some(d),
+            _ => None,
+        }
     }
 
     /// The granted scopes: `scope` (space-separated, RFC 9068) and Azure AD's `scp` (string
     /// or array).
-    pub fn scopes(&self) -> Vec<&str> {
-        if let Some(s) = &self.scope {
-            return s.split(' ').filter(|x| !x.is_empty()).collect();
-        }
-        ["scope", "scp"]
-            .iter()
-            .filter_map(|k| self.get(k))
-            .flat_map(|v| match v {
-                serde_json::Value::String(s) => {
-                    s.split(' ').filter(|x| !x.is_empty()).collect::<Vec<_>>()
-                }
-                serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect(),
-                _ => Vec::new(),
-            })
-            .collect()
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scopes
+            .as_deref()
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|x| !x.is_empty())
     }
+}
+
+/// `x5t#S256` → the SHA-256 it encodes: exactly 43 characters of canonical, unpadded
+/// base64url (RFC 8705 §3.1, RFC 7515 §2), so decoding and comparing digests accepts
+/// exactly the strings that equal the certificate's own `x5t#S256`.
+fn decode_x5t_s256(s: &str) -> Option<[u8; 32]> {
+    use base64::Engine;
+    if s.len() != 43 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode_slice(s, &mut out)
+        .ok()?;
+    (n == 32).then_some(out)
 }
 
 #[cfg(test)]
 mod claims_tests {
     use super::*;
 
+    /// base64url of 32 bytes of 0xfb
+    const B64_FB: &str = "-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_v7-_s";
+
     #[test]
     fn compact_and_parsed_claims_answer_alike() {
         let v = serde_json::json!({
             "sub": "partner-a", "client_id": "pa", "scope": "a  b", "exp": 10,
-            "roles": ["r"], "cnf": {"x5t#S256": "abc"},
+            "roles": ["r"], "cnf": {"x5t#S256": B64_FB},
         });
         let map = v.as_object().cloned().unwrap_or_default();
         for c in [Claims::new(map.clone()), Claims::parsed(map.clone())] {
             assert_eq!(c.str_claim("sub"), Some("partner-a"));
             assert_eq!(c.str_claim("client_id"), Some("pa"));
             assert_eq!(c.exp(), Some(10));
-            assert_eq!(c.cnf_x5t_s256(), Some("abc"));
+            assert_eq!(c.cnf_x5t_s256(), Some(&[0xfb; 32]));
             assert!(c.has_cnf());
-            assert_eq!(c.scopes(), ["a", "b"]);
+            assert_eq!(c.scopes().collect::<Vec<_>>(), ["a", "b"]);
             assert_eq!(c.get("roles"), map.get("roles"));
             assert_eq!(c.map(), &map);
         }
         let scp = serde_json::json!({"scope": "x", "scp": ["y", "z"], "cnf": {}});
         let c = Claims::new(scp.as_object().cloned().unwrap_or_default());
-        assert_eq!(c.scopes(), ["x", "y", "z"]);
+        assert_eq!(c.scopes().collect::<Vec<_>>(), ["x", "y", "z"]);
         assert!(c.has_cnf());
         assert_eq!(c.cnf_x5t_s256(), None);
-        assert_eq!(Claims::default().scopes(), Vec::<&str>::new());
+        assert_eq!(Claims::default().scopes().count(), 0);
+        let scp = serde_json::json!({"scp": "p q"});
+        let c = Claims::new(scp.as_object().cloned().unwrap_or_default());
+        assert_eq!(c.scopes().collect::<Vec<_>>(), ["p", "q"]);
+    }
+
+    #[test]
+    fn hot_only_claims_keep_what_the_request_path_reads_and_nothing_else() {
+        let v = serde_json::json!({
+            "sub": "s", "client_id": "c", "scope": "a b", "exp": 7, "roles": ["r"],
+            "cnf": {"x5t#S256": B64_FB},
+        });
+        let c = Claims::hot_only(v.as_object().unwrap());
+        assert_eq!(
+            (c.str_claim("sub"), c.str_claim("client_id")),
+            (Some("s"), Some("c"))
+        );
+        assert_eq!(c.exp(), Some(7));
+        assert_eq!(c.cnf_x5t_s256(), Some(&[0xfb; 32]));
+        assert_eq!(c.scopes().collect::<Vec<_>>(), ["a", "b"]);
+        // anything else is absent, so a rule on it fails closed
+        assert_eq!(c.get("roles"), None);
+        assert!(c.map().is_empty());
+    }
+
+    #[test]
+    fn only_a_canonical_x5t_s256_binds() {
+        let cnf = |x: &str| {
+            let v = serde_json::json!({"cnf": {"x5t#S256": x}});
+            Claims::new(v.as_object().cloned().unwrap_or_default())
+        };
+        assert_eq!(cnf(B64_FB).cnf_x5t_s256(), Some(&[0xfb; 32]));
+        // padded, standard alphabet, truncated, non-canonical last character: present but
+        // unusable (never equal to a certificate's x5t#S256 string either)
+        let padded = format!("{B64_FB}=");
+        let standard = B64_FB.replace(['-', '_'], "+");
+        let mut noncanonical = B64_FB.to_owned();
+        noncanonical.replace_range(42.., "t");
+        for bad in [&padded, &standard, &B64_FB[..42], &noncanonical, "abc"] {
+            let c = cnf(bad);
+            assert!(c.has_cnf(), "{bad}");
+            assert_eq!(c.cnf_x5t_s256(), None, "{bad}");
+        }
     }
 }
 

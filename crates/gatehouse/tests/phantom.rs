@@ -976,4 +976,17 @@ async fn a_reload_keeps_the_token_cache_unless_its_authorization_server_changed(
         .unwrap();
     assert_eq!(get().await, 200);
     assert_eq!(s.auth.introspections(), 2);
+
+    // Without claims rules the cache keeps only the claims the request path reads. A rule
+    // on another claim (token_type) needs them all: the cache starts over and the rule
+    // sees the claim (kept entries would lack it and fail the rule closed: 403).
+    let with_rule = format!(
+        "{}      - kind: claims\n        equals: {{ token_type: Bearer }}\n",
+        config("{ max_ttl: 30s, negative_ttl: 1s }")
+    );
+    gh.reload_with(&with_rule).unwrap();
+    assert_eq!(get().await, 200);
+    assert_eq!(s.auth.introspections(), 3);
+    assert_eq!(get().await, 200);
+    assert_eq!(s.auth.introspections(), 3);
 }

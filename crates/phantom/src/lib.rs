@@ -29,6 +29,10 @@ pub struct CachePolicy {
     pub max_ttl: Duration,
     pub negative_ttl: Duration,
     pub stale_if_error: Option<Duration>,
+    /// Keep every claim of a cached token (as JSON text), not only those the request path
+    /// reads (`exp`, `cnf`, scopes, `client_id`, `sub`): needed when a route's claims rules
+    /// ask for others (roles, exact values, claim headers). ~300 bytes per cached token.
+    pub full_claims: bool,
 }
 
 /// One authorization server as the phantom-token filters of every route see it: one
@@ -134,7 +138,11 @@ impl AuthServer {
                     })?;
                 CachedToken {
                     active: Some(ActiveToken {
-                        claims: Arc::new(gatehouse_core::Claims::new(claims)),
+                        claims: Arc::new(if self.policy.full_claims {
+                            gatehouse_core::Claims::new(claims)
+                        } else {
+                            gatehouse_core::Claims::hot_only(&claims)
+                        }),
                         upstream_header,
                     }),
                     fresh_until: Instant::now() + ttl,
