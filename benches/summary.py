@@ -3,7 +3,7 @@ import collections
 import statistics
 import sys
 
-res, start, cpu_log, burst, mem, rss = sys.argv[1:7]
+res, start, cpu_log, burst, mem, rss, many = sys.argv[1:8]
 rows = [l.rstrip("\n").split("\t") for l in open(res).readlines()[int(start):]
         if l.strip() and not l.startswith("date")]
 by = collections.defaultdict(list)
@@ -46,6 +46,19 @@ print("cache-miss burst (100 concurrent first uses of one fresh token): introspe
 for l in open(burst):
     p, n = l.split()
     print(f"  {p}: {n}")
+print()
+print("(e) many distinct tokens through the full chain (tokenload, random token per request):")
+print()
+print("| cached tokens | prime req/s (each a miss) | req/s | p50 ms | p99 ms | non-200 | RSS growth per cached token | beyond the JWT | req/s vs 1k |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+base = None
+for l in open(many):
+    f = l.rstrip("\n").split("\t")
+    # n, prime(mode n reqs secs rps p50 p99 non200), load(same), bytes
+    n, prime, load, per, jwt = f[0], f[1:9], f[9:17], int(f[17]), int(f[18])
+    rps = float(load[4])
+    base = base or rps
+    print(f"| {int(n):,} | {float(prime[4]):.0f} | {rps:.0f} | {load[5]} | {load[6]} | {int(prime[7]) + int(load[7])} | {per} | {per - jwt} | {rps / base:.2f}x |")
 print()
 print("token cache memory (target/release/cache_memory):")
 for l in open(mem):
