@@ -46,7 +46,9 @@ fn main() {
 
     let server = X509::from_pem(&read("server.pem")).unwrap();
     let key = PKey::private_key_from_pem(&read("server.key")).unwrap();
-    let ctx = SslContext::builder(SslMethod::tls_server()).unwrap().build();
+    let ctx = SslContext::builder(SslMethod::tls_server())
+        .unwrap()
+        .build();
     let us = per_call(n, || {
         let mut ssl = Ssl::new(&ctx).unwrap();
         pingora_core::tls::ext::ssl_use_certificate(&mut ssl, &server).unwrap();
@@ -55,5 +57,8 @@ fn main() {
     let base = per_call(n, || {
         std::hint::black_box(Ssl::new(&ctx).unwrap());
     });
-    println!("certificate callback (install cert + key): {:.1} us", us - base);
+    println!(
+        "certificate callback (install cert + key): {:.1} us",
+        us - base
+    );
 }

@@ -286,6 +286,8 @@ impl ListenerTlsState {
         if !t.session_resumption {
             s.set_options(SslOptions::NO_TICKET);
             s.set_session_cache_mode(SslSessionCacheMode::OFF);
+            // TLS 1.3 would still send (stateful) tickets nobody can redeem: none at all
+            s.set_num_tickets(0).map_err(err("session tickets"))?;
         }
         if wants_certs {
             // Ask for a certificate but accept any: verification happens after the handshake

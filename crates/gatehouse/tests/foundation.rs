@@ -43,8 +43,12 @@ async fn start_with_threads(
     up2: &Upstream,
     threads: usize,
 ) -> Proxy {
+    let yaml = yaml(mode, routes).replace("${THREADS}", &threads.to_string());
+    start_yaml(pki, &yaml, up, up2).await
+}
+
+async fn start_yaml(pki: &TestPki, yaml: &str, up: &Upstream, up2: &Upstream) -> Proxy {
     let vars = [
-        ("THREADS", threads.to_string()),
         ("CERT_DIR", pki.dir.display().to_string()),
         ("UP", up.addr.to_string()),
         ("UP2", up2.addr.to_string()),
@@ -53,7 +57,7 @@ async fn start_with_threads(
             format!("127.0.0.1:{}", gatehouse_testkit::free_port()),
         ),
     ];
-    Proxy::start(&yaml(mode, routes), &vars).await
+    Proxy::start(yaml, &vars).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -406,14 +410,19 @@ routes:
     assert_eq!(secure.count(), 1);
 }
 
+/// One connection's view from `openssl s_client`.
+#[derive(Debug)]
+struct Conn {
+    resumed: bool,
+    status: String,
+    /// The server sent a TLS 1.3 NewSessionTicket.
+    ticket: bool,
+}
+
 /// `openssl s_client` with partner-a (leaf + intermediate): one request on a fresh
 /// connection (saving the TLS 1.3 session ticket), then `resumptions` requests, each on a
-/// new connection that resumes it. Returns (resumed?, status line) for each.
-fn connections_with_resumption(
-    port: u16,
-    pki: &TestPki,
-    resumptions: usize,
-) -> Vec<(bool, String)> {
+/// new connection that tries to resume it.
+fn connections_with_resumption(port: u16, pki: &TestPki, resumptions: usize) -> Vec<Conn> {
     let a = &pki.pki.partner_a;
     let (leaf, chain, key) = (
         pki.path("resume-leaf.pem"),
@@ -434,7 +443,8 @@ fn connections_with_resumption(
             .args(["-cert", &leaf, "-cert_chain", &chain, "-key", &key]);
         if round == 0 {
             cmd.args(["-sess_out", &sess]);
-        } else {
+        } else if std::path::Path::new(&sess).exists() {
+            // (no file: the server issued no ticket, there is nothing to offer)
             cmd.args(["-sess_in", &sess]);
         }
         let mut child = cmd
@@ -457,7 +467,12 @@ fn connections_with_resumption(
             .lines()
             .find_map(|l| l.find("HTTP/1.1 ").map(|i| l[i..].trim_end().to_owned()))
             .unwrap_or_default();
-        out.push((resumed, status));
+        let ticket = text.contains("New Session Ticket arrived");
+        out.push(Conn {
+            resumed,
+            status,
+            ticket,
+        });
     }
     out
 }
@@ -493,12 +508,39 @@ async fn resumed_sessions_keep_the_verified_certificate_with_its_intermediate() 
     })
     .await
     .unwrap();
-    assert!(!rounds[0].0, "first connection is a full handshake");
-    assert_eq!(rounds[0].1, "HTTP/1.1 200 OK", "{rounds:?}");
+    assert!(!rounds[0].resumed, "first connection is a full handshake");
+    assert!(rounds[0].ticket, "a ticket was issued: {rounds:?}");
+    assert_eq!(rounds[0].status, "HTTP/1.1 200 OK", "{rounds:?}");
     // with per-shard ticket keys, all 8 would land on the issuing shard 1 time in 256
     for (i, r) in rounds.iter().enumerate().skip(1) {
-        assert!(r.0, "connection {i} resumed the session: {rounds:?}");
-        assert_eq!(r.1, "HTTP/1.1 200 OK", "{rounds:?}");
+        assert!(r.resumed, "connection {i} resumed the session: {rounds:?}");
+        assert_eq!(r.status, "HTTP/1.1 200 OK", "{rounds:?}");
     }
     assert_eq!(up.count(), 1 + RESUMPTIONS);
+}
+
+/// `session_resumption: false`: no ticket is issued (none could be redeemed), so every
+/// connection is a full handshake.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_resumption_no_ticket_is_issued_and_every_handshake_is_full() {
+    let pki = TestPki::new();
+    let (up, up2) = (Upstream::start().await, Upstream::start().await);
+    let yaml = yaml("required", DEFAULT_ROUTES).replace(
+        "      client_auth:",
+        "      session_resumption: false\n      client_auth:",
+    );
+    let gh = start_yaml(&pki, &yaml.replace("${THREADS}", "2"), &up, &up2).await;
+    let port = gh.addr.port();
+    let (_pki, rounds) = tokio::task::spawn_blocking(move || {
+        let rounds = connections_with_resumption(port, &pki, 2);
+        (pki, rounds)
+    })
+    .await
+    .unwrap();
+    for r in &rounds {
+        assert!(!r.resumed, "{rounds:?}");
+        assert!(!r.ticket, "{rounds:?}");
+        assert_eq!(r.status, "HTTP/1.1 200 OK", "{rounds:?}");
+    }
+    assert_eq!(up.count(), 3);
 }
