@@ -3,6 +3,7 @@
 #   benches/run.sh                    # all scenarios, 10 s each, 64 connections
 #   DURATION=20s ROUNDS=3 benches/run.sh
 #   SKIP_NGINX=1 benches/run.sh       # Gatehouse only
+#   ONLY_E=1 ROUNDS=3 benches/run.sh  # only (e), many distinct tokens
 # Needs: the NGINX peer harness (PEERS_DIR, default ../shared/peers/nginx next to this repo),
 # oha (cargo install oha --locked), nginx + njs + lua modules (apt), node (stub JWT).
 set -euo pipefail
@@ -32,8 +33,10 @@ OPENSSL_NO_VENDOR=0 cargo build --release --quiet -p gatehouse -p gatehouse-benc
 mkdir -p "$WORK"
 run_start=$( (wc -l < "$RESULTS") 2>/dev/null || echo 0)
 GH_PID=""
+MANY_PIDS=()
 cleanup() {
   [[ -n $GH_PID ]] && kill "$GH_PID" 2>/dev/null || true
+  [[ ${#MANY_PIDS[@]} -gt 0 ]] && kill "${MANY_PIDS[@]}" 2>/dev/null || true
   "$PEERS_DIR/bench.sh" stop >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -82,6 +85,7 @@ GH_ENV=(START_BACKEND=0 START_PEER=0 PEER_PIDS="$GH_PID" PASSTHRU_URL=$GH_URL/pa
         HANDSHAKE_URL=$GH_URL/passthrough/bench HANDSHAKE_HOSTPORT=127.0.0.1:28443)
 NGINX_ENV=(START_BACKEND=0 START_PEER=0)
 for round in $(seq 1 "$ROUNDS"); do
+  [[ ${ONLY_E:-0} == 1 ]] && break
   log "round $round/$ROUNDS"
   for sc in passthru auth handshake; do
     if [[ ${SKIP_NGINX:-0} != 1 ]]; then
@@ -103,30 +107,52 @@ burst() { # peer url
   after=$(wc -l < "$WORK/backend/stub-access.log")
   printf '%s\t%s\n' "$1" "$((after - before))"
 }
-{ burst gatehouse "$GH_URL/api/bench"; [[ ${SKIP_NGINX:-0} == 1 ]] || burst nginx https://localhost:18443/api/bench; } > "$WORK/burst.tsv"
+if [[ ${ONLY_E:-0} == 1 ]]; then : > "$WORK/burst.tsv"; else
+  { burst gatehouse "$GH_URL/api/bench"; [[ ${SKIP_NGINX:-0} == 1 ]] || burst nginx https://localhost:18443/api/bench; } > "$WORK/burst.tsv"
+fi
 
 GH_RSS=$(awk '/VmRSS/{print $2}' "/proc/$GH_PID/status")
 
-# (e) many distinct tokens, end to end: a fresh Gatehouse (cache TTL long enough to keep
-# what is primed), its cache filled with N tokens through the real chain (each introspected
-# once at the stub), then 10 s of load with tokens drawn at random from those N
-# (tokenload: oha sends one fixed header). Req/s and RSS for 1k vs BIG_CACHE tokens.
-many_tokens() { # n
-  local n=$1 rss0 rss1
-  kill "$GH_PID" 2>/dev/null; wait "$GH_PID" 2>/dev/null || true
-  sed 's/max_ttl: 30s.*/max_ttl: 1h/' benches/nginx-harness.yaml > "$WORK/gatehouse-many.yaml"
+# (e) many distinct tokens, end to end: two fresh Gatehouses side by side (cache TTL long
+# enough to keep what is primed), one filled with 1k tokens and one with BIG_CACHE tokens
+# through the real chain (each introspected once at the stub), RSS before and after; then
+# interleaved rounds of load with tokens drawn at random from each one's set (tokenload:
+# oha sends one fixed header).
+kill "$GH_PID" 2>/dev/null; wait "$GH_PID" 2>/dev/null || true
+GH_PID=""
+start_many() { # n port admin_port
+  sed -e 's/max_ttl: 30s.*/max_ttl: 1h/' -e "s/127.0.0.1:28443/127.0.0.1:$2/" -e "s/127.0.0.1:29100/127.0.0.1:$3/" \
+    benches/nginx-harness.yaml > "$WORK/gatehouse-many-$1.yaml"
   CERT_DIR=$CERT_DIR BENCH_INTROSPECT_SECRET=gateway-secret GATEHOUSE_LOG=warn \
-    target/release/gatehouse run -c "$WORK/gatehouse-many.yaml" >> "$WORK/gatehouse.log" 2>&1 &
-  GH_PID=$!
-  for _ in $(seq 1 100); do curl -sf http://127.0.0.1:29100/readyz >/dev/null && break; sleep 0.1; done
-  rss0=$(awk '/VmRSS/{print $2}' "/proc/$GH_PID/status")
-  log "(e) priming $n tokens"
-  CERT_DIR=$CERT_DIR TOKEN_PREFIX="many-$n" target/release/tokenload prime "$GH_URL/api/bench" "$n" > "$WORK/prime-$n.tsv"
-  rss1=$(awk '/VmRSS/{print $2}' "/proc/$GH_PID/status")
-  CERT_DIR=$CERT_DIR TOKEN_PREFIX="many-$n" CONNS=$CONNS target/release/tokenload load "$GH_URL/api/bench" "$n" "${DURATION%s}" > "$WORK/load-many-$n.tsv"
-  printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$(cat "$WORK/prime-$n.tsv")" "$(cat "$WORK/load-many-$n.tsv")" "$(( (rss1 - rss0) * 1024 / n ))" "$(wc -c < "$WORK/stub.jwt")"
+    target/release/gatehouse run -c "$WORK/gatehouse-many-$1.yaml" >> "$WORK/gatehouse.log" 2>&1 &
+  MANY_PIDS+=($!)
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$3/readyz" >/dev/null && break; sleep 0.1; done
 }
-{ many_tokens 1000; many_tokens "${BIG_CACHE:-1000000}"; } > "$WORK/many-tokens.tsv"
+prime_many() { # n port pid -> "rss_growth_bytes_per_token"
+  local rss0 rss1
+  rss0=$(awk '/VmRSS/{print $2}' "/proc/$3/status")
+  log "(e) priming $1 tokens"
+  CERT_DIR=$CERT_DIR TOKEN_PREFIX="many-$1" target/release/tokenload prime "https://localhost:$2/api/bench" "$1" > "$WORK/prime-$1.tsv"
+  rss1=$(awk '/VmRSS/{print $2}' "/proc/$3/status")
+  echo $(( (rss1 - rss0) * 1024 / $1 ))
+}
+BIG=${BIG_CACHE:-1000000}
+start_many 1000 28444 29101
+start_many "$BIG" 28445 29102
+PER_SMALL=$(prime_many 1000 28444 "${MANY_PIDS[0]}")
+PER_BIG=$(prime_many "$BIG" 28445 "${MANY_PIDS[1]}")
+JWT_LEN=$(wc -c < "$WORK/stub.jwt")
+{
+  for round in $(seq 1 "$ROUNDS"); do
+    for nport in "1000:28444:$PER_SMALL" "$BIG:28445:$PER_BIG"; do
+      IFS=: read -r n port per <<< "$nport"
+      printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$(cat "$WORK/prime-$n.tsv")" \
+        "$(CERT_DIR=$CERT_DIR TOKEN_PREFIX="many-$n" CONNS=$CONNS target/release/tokenload load "https://localhost:$port/api/bench" "$n" "${DURATION%s}")" \
+        "$per" "$JWT_LEN"
+    done
+  done
+} > "$WORK/many-tokens.tsv"
+kill "${MANY_PIDS[@]}" 2>/dev/null || true
 
 # (e) in isolation: bytes per cached entry and raw lookups/s over a primed cache
 { target/release/cache_memory "${BIG_CACHE:-1000000}" all; target/release/cache_memory "${BIG_CACHE:-1000000}" hot; } > "$WORK/cache-memory.tsv"

@@ -47,18 +47,28 @@ for l in open(burst):
     p, n = l.split()
     print(f"  {p}: {n}")
 print()
-print("(e) many distinct tokens through the full chain (tokenload, random token per request):")
+print("(e) many distinct tokens through the full chain (tokenload, random token per request;")
+print("    medians of the interleaved rounds):")
 print()
-print("| cached tokens | prime req/s (each a miss) | req/s | p50 ms | p99 ms | non-200 | RSS growth per cached token | beyond the JWT | req/s vs 1k |")
+print("| cached tokens | prime req/s (each a miss) | req/s (rounds) | p50 ms | p99 ms | non-200 | RSS growth per cached token | beyond the JWT | req/s vs 1k |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-base = None
+runs = collections.OrderedDict()
 for l in open(many):
     f = l.rstrip("\n").split("\t")
-    # n, prime(mode n reqs secs rps p50 p99 non200), load(same), bytes
-    n, prime, load, per, jwt = f[0], f[1:9], f[9:17], int(f[17]), int(f[18])
-    rps = float(load[4])
+    # n, prime(mode n reqs secs rps p50 p99 non200), load(same), bytes, jwt
+    runs.setdefault(f[0], []).append(f)
+base = None
+for n, fs in runs.items():
+    prime = fs[0][1:9]
+    loads = [f[9:17] for f in fs]
+    per, jwt = int(fs[0][17]), int(fs[0][18])
+    rps = statistics.median(float(x[4]) for x in loads)
     base = base or rps
-    print(f"| {int(n):,} | {float(prime[4]):.0f} | {rps:.0f} | {load[5]} | {load[6]} | {int(prime[7]) + int(load[7])} | {per} | {per - jwt} | {rps / base:.2f}x |")
+    p50 = statistics.median(float(x[5]) for x in loads)
+    p99 = statistics.median(float(x[6]) for x in loads)
+    bad = int(prime[7]) + sum(int(x[7]) for x in loads)
+    each = " / ".join(f"{float(x[4]):.0f}" for x in loads)
+    print(f"| {int(n):,} | {float(prime[4]):.0f} | {rps:.0f} ({each}) | {p50:.2f} | {p99:.2f} | {bad} | {per} | {per - jwt} | {rps / base:.2f}x |")
 print()
 print("token cache memory (target/release/cache_memory):")
 for l in open(mem):

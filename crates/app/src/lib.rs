@@ -443,10 +443,15 @@ impl Gatehouse {
             });
         }
         for shard in 0..shards {
+            let name = if shards > 1 {
+                format!("gatehouse proxy {shard}")
+            } else {
+                "gatehouse proxy".to_owned()
+            };
             let mut proxy = pingora_proxy::http_proxy_service_with_name(
                 &server.configuration,
                 chain.clone(),
-                "gatehouse proxy",
+                &name,
             );
             let mut sock = None;
             if shards > 1 {
