@@ -556,11 +556,10 @@ fn routes_need_full_claims(c: &Config, name: &str) -> bool {
 /// shard 0 uses the plain address, shard n pads the port with n leading zeros
 /// (`127.0.0.1:08443`), which resolves to the same socket address.
 fn shard_address(listen: std::net::SocketAddr, shard: usize) -> String {
-    let ip = match listen {
-        std::net::SocketAddr::V4(a) => a.ip().to_string(),
-        std::net::SocketAddr::V6(a) => format!("[{}]", a.ip()),
-    };
-    format!("{ip}:{}{}", "0".repeat(shard), listen.port())
+    // the address as written for one socket (IPv6 brackets and scope id included)
+    let plain = listen.to_string();
+    let host = plain.rsplit_once(':').map_or(plain.as_str(), |(h, _)| h);
+    format!("{host}:{}{}", "0".repeat(shard), listen.port())
 }
 
 /// Re-export of Pingora's shutdown-signal trait, for embedding Gatehouse with a shutdown
@@ -574,11 +573,23 @@ mod shard_tests {
 
     #[test]
     fn every_shard_address_resolves_to_the_listener_address() {
-        for listen in ["127.0.0.1:8443", "[::1]:443", "0.0.0.0:65535"] {
+        for listen in [
+            "127.0.0.1:8443",
+            "[::1]:443",
+            "[fe80::1%1]:8443",
+            "0.0.0.0:65535",
+        ] {
             let listen: SocketAddr = listen.parse().unwrap();
             let mut seen = std::collections::HashSet::new();
             for shard in 0..8 {
                 let s = shard_address(listen, shard);
+                if shard == 0 {
+                    assert_eq!(
+                        s,
+                        listen.to_string(),
+                        "shard 0 binds the address as written"
+                    );
+                }
                 assert!(seen.insert(s.clone()), "distinct key per shard: {s}");
                 // what Pingora does with the string before binding
                 let resolved: Vec<SocketAddr> = s.to_socket_addrs().unwrap().collect();

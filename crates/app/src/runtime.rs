@@ -104,15 +104,10 @@ impl Runtime {
                     peers,
                     next: AtomicUsize::new(0),
                     tls: u.tls.as_ref().map(|t| (t.sni.clone(), t.verify)),
-                    pool_key: {
-                        use std::hash::{Hash, Hasher};
-                        let mut h = std::collections::hash_map::DefaultHasher::new();
-                        name.hash(&mut h);
-                        if let Some(f) = u.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
-                            std::fs::read(f).unwrap_or_default().hash(&mut h);
-                        }
-                        h.finish()
-                    },
+                    pool_key: crate::fingerprint(
+                        name,
+                        &[u.tls.as_ref().and_then(|t| t.ca_file.as_deref())],
+                    ),
                     ca: match u.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
                         Some(f) => Some(Arc::new(
                             gatehouse_mtls::load_pem_bundle(f)

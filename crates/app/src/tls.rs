@@ -28,9 +28,25 @@ pub struct TlsMaterial {
     trust: Option<TrustStore>,
 }
 
+/// The CAs a listener trusts for client certificates (none when it asks for none).
+fn client_cas(t: &ListenerTls) -> Result<Vec<X509>, BuildError> {
+    let mut cas = Vec::new();
+    if t.client_auth.mode != ClientCertMode::Off {
+        for f in &t.client_auth.ca_files {
+            cas.extend(load_pem_bundle(f).map_err(|e| BuildError::Tls(e.to_string()))?);
+        }
+    }
+    Ok(cas)
+}
+
 impl TlsMaterial {
     /// Load certificate, key and CA bundles from the listener's config.
     pub fn load(t: &ListenerTls) -> Result<Self, BuildError> {
+        Self::with_cas(t, &client_cas(t)?)
+    }
+
+    /// Like [`TlsMaterial::load`], with the client CAs already loaded.
+    fn with_cas(t: &ListenerTls, cas: &[X509]) -> Result<Self, BuildError> {
         let pem = std::fs::read(&t.cert_file)
             .map_err(|e| BuildError::Tls(format!("{}: {e}", t.cert_file)))?;
         let mut certs = X509::stack_from_pem(&pem)
@@ -56,12 +72,8 @@ impl TlsMaterial {
         let trust = if t.client_auth.mode == ClientCertMode::Off {
             None
         } else {
-            let mut cas = Vec::new();
-            for f in &t.client_auth.ca_files {
-                cas.extend(load_pem_bundle(f).map_err(|e| BuildError::Tls(e.to_string()))?);
-            }
             Some(
-                TrustStore::new(&cas, &[], t.client_auth.max_depth, false)
+                TrustStore::new(cas, &[], t.client_auth.max_depth, false)
                     .map_err(|e| BuildError::Tls(e.to_string()))?,
             )
         };
@@ -200,19 +212,12 @@ pub struct ListenerTlsState {
 impl ListenerTlsState {
     /// Load the listener's certificates and CA bundles.
     pub fn load(name: &str, t: &ListenerTls) -> Result<Self, BuildError> {
-        let material = TlsMaterial::load(t)?;
-        let mut ca_names = Vec::new();
-        if t.client_auth.mode != ClientCertMode::Off {
-            for f in &t.client_auth.ca_files {
-                for ca in load_pem_bundle(f).map_err(|e| BuildError::Tls(e.to_string()))? {
-                    ca_names.push(
-                        ca.subject_name()
-                            .to_owned()
-                            .map_err(err("client CA list"))?,
-                    );
-                }
-            }
-        }
+        let cas = client_cas(t)?;
+        let material = TlsMaterial::with_cas(t, &cas)?;
+        let ca_names = cas
+            .iter()
+            .map(|ca| ca.subject_name().to_owned().map_err(err("client CA list")))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             name: name.to_owned(),
             shared: Arc::new(ArcSwap::from_pointee(material)),

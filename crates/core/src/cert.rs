@@ -156,21 +156,6 @@ impl VerdictMemo {
             }
         }
     }
-
-    /// The memoized verdict for `(id, generation)`, computing it with `f` on a miss.
-    pub fn get_or(
-        &self,
-        id: u64,
-        generation: u64,
-        f: impl FnOnce() -> RouteVerdict,
-    ) -> RouteVerdict {
-        if let Some(v) = self.peek(id, generation) {
-            return v;
-        }
-        let v = f();
-        self.put(id, generation, v);
-        v
-    }
 }
 
 impl Clone for VerdictMemo {

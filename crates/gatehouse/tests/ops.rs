@@ -210,6 +210,24 @@ fn render(
         .replace("${ADMIN_ADDR}", &format!("127.0.0.1:{admin}"))
 }
 
+/// `/readyz`'s status on the admin port (0: no answer).
+async fn readyz(admin: u16) -> u16 {
+    reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Poll `/readyz` until it answers 200 (at most 10 s; the caller asserts what it needs).
+async fn wait_ready(admin: u16) {
+    for _ in 0..200 {
+        if readyz(admin).await == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The real binary: `gatehouse run -c FILE ARGS…`, killed when dropped.
 fn spawn_gatehouse(file: &str, extra: &[&str], log: &str) -> Child {
     Child(
@@ -239,19 +257,8 @@ async fn the_binary_reloads_on_sighup_logs_json_and_drains_on_sigterm() {
     std::fs::write(&file, config("a")).unwrap();
     let mut child = spawn_gatehouse(&file, &[], "warn");
     let pid = child.0.id();
-    let ready = || async {
-        reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
-    };
-    for _ in 0..200 {
-        if ready().await == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(ready().await, 200);
+    wait_ready(admin).await;
+    assert_eq!(readyz(admin).await, 200);
     let url = format!("https://localhost:{port}/api/x");
     let c = pki.client(Some(&pki.pki.partner_a));
     assert_eq!(
@@ -308,7 +315,7 @@ async fn the_binary_reloads_on_sighup_logs_json_and_drains_on_sigterm() {
     signal(pid, "TERM");
     let mut not_ready = false;
     for _ in 0..20 {
-        if ready().await == 503 {
+        if readyz(admin).await == 503 {
             not_ready = true;
             break;
         }
@@ -348,19 +355,8 @@ async fn graceful_upgrade_hands_the_listeners_to_a_new_process() {
     let file = pki.path("gatehouse.yaml");
     std::fs::write(&file, text).unwrap();
     let spawn = |extra: &[&str]| spawn_gatehouse(&file, extra, "warn");
-    let ready = || async {
-        reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
-    };
     let mut old = spawn(&[]);
-    for _ in 0..200 {
-        if ready().await == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(admin).await;
     let url = format!("https://localhost:{port}/api/x");
     let get = || async {
         pki.client(Some(&pki.pki.partner_a))
@@ -400,7 +396,7 @@ async fn graceful_upgrade_hands_the_listeners_to_a_new_process() {
     for _ in 0..16 {
         assert_eq!(get().await, 200);
     }
-    assert_eq!(ready().await, 200);
+    assert_eq!(readyz(admin).await, 200);
     assert!(ua.count() >= 2);
 }
 

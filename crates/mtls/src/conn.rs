@@ -2,7 +2,6 @@
 
 use crate::verify::TrustStore;
 use gatehouse_core::{CertFailure, ClientCert};
-use openssl::ssl::SslRef;
 use std::sync::Arc;
 
 /// Stored in Pingora's `SslDigest.extension` for every TLS connection that presented a
@@ -15,20 +14,10 @@ pub struct ConnCert {
     pub failure: Option<CertFailure>,
 }
 
-/// Inspect the peer certificate of a finished handshake: parse it and verify it against the
-/// listener's trust store. `None` when the client sent no certificate.
-pub fn inspect_peer(ssl: &SslRef, trust: &TrustStore) -> Option<ConnCert> {
-    let leaf = ssl.peer_certificate()?;
-    // server side: the chain the client sent, without the leaf
-    let chain: Vec<openssl::x509::X509> = ssl
-        .peer_cert_chain()
-        .map(|s| s.iter().map(|c| c.to_owned()).collect())
-        .unwrap_or_default();
-    inspect(leaf, chain, trust)
-}
-
-/// Like [`inspect_peer`] with the leaf and the intermediates given (a resumed TLS 1.3
-/// session carries the leaf but not the chain the client sent in the full handshake).
+/// Inspect the client certificate of a finished handshake: parse the leaf and verify it,
+/// with the intermediates the client sent (or, for a resumed TLS 1.3 session, which carries
+/// the leaf but not the chain, those it sent in the full handshake), against the
+/// listener's trust store.
 pub fn inspect(
     leaf: openssl::x509::X509,
     chain: Vec<openssl::x509::X509>,

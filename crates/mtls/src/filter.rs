@@ -91,13 +91,31 @@ impl RouteTrust {
     }
 }
 
+/// The trust store of a route policy: with distribution points, revocation is checked by
+/// [`revocation_status`] over file and fetched CRLs, so the store leaves it out.
+fn trust_store(
+    cas: &[X509],
+    crl_files: &[String],
+    max_depth: u32,
+    soft: bool,
+    dp: bool,
+) -> Result<TrustStore, TrustError> {
+    if dp {
+        TrustStore::with_own_revocation(cas, crl_files, max_depth)
+    } else {
+        TrustStore::new(cas, crl_files, max_depth, soft)
+    }
+}
+
 impl RouteTrust {
     fn build_store(&self) -> Result<TrustStore, TrustError> {
-        if self.dp.is_some() {
-            TrustStore::with_own_revocation(&self.cas, &self.crl_files, self.max_depth)
-        } else {
-            TrustStore::new(&self.cas, &self.crl_files, self.max_depth, self.soft)
-        }
+        trust_store(
+            &self.cas,
+            &self.crl_files,
+            self.max_depth,
+            self.soft,
+            self.dp.is_some(),
+        )
     }
 
     /// The policy generation: CRL file reloads, and with distribution points, every
@@ -220,11 +238,7 @@ impl ClientCertFilter {
             } else {
                 None
             };
-            let store = if dp.is_some() {
-                TrustStore::with_own_revocation(&cas, &crl_files, max_depth)?
-            } else {
-                TrustStore::new(&cas, &crl_files, max_depth, soft)?
-            };
+            let store = trust_store(&cas, &crl_files, max_depth, soft, dp.is_some())?;
             metrics
                 .crl_updates
                 .with_label_values(&["file", "loaded"])
@@ -289,27 +303,23 @@ impl ClientCertFilter {
                 .collect();
             Ok((leaf, chain))
         };
-        let verdict = match &rt.dp {
-            None => cert.memo.get_or(self.id, generation, || {
-                let (leaf, chain) = parse()?;
-                rt.store
-                    .load()
-                    .verify(&leaf, &chain, self.skew_secs)
-                    .map(|v| v.revocation_unknown)
-            }),
-            Some(dp) => match cert.memo.peek(self.id, generation) {
-                Some(v) => v,
-                None => {
-                    let v = match parse() {
-                        Ok((leaf, chain)) => {
-                            rt.verify_with_dp(dp, &leaf, &chain, self.skew_secs).await
-                        }
-                        Err(f) => Err(f),
-                    };
-                    cert.memo.put(self.id, generation, v);
-                    v
-                }
-            },
+        let verdict = match cert.memo.peek(self.id, generation) {
+            Some(v) => v,
+            None => {
+                let v = match (parse(), &rt.dp) {
+                    (Err(f), _) => Err(f),
+                    (Ok((leaf, chain)), None) => rt
+                        .store
+                        .load()
+                        .verify(&leaf, &chain, self.skew_secs)
+                        .map(|v| v.revocation_unknown),
+                    (Ok((leaf, chain)), Some(dp)) => {
+                        rt.verify_with_dp(dp, &leaf, &chain, self.skew_secs).await
+                    }
+                };
+                cert.memo.put(self.id, generation, v);
+                v
+            }
         };
         match verdict {
             Ok(true) => {
