@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use gatehouse_config::{Alpn, ClientCertMode, ListenerTls, TlsVersion};
 use gatehouse_metrics::Metrics;
-use gatehouse_mtls::{inspect, load_pem_bundle, TrustStore};
+use gatehouse_mtls::{inspect_memo, load_pem_bundle, TrustStore, VerifiedLeaves};
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
 use openssl::stack::Stack;
@@ -26,6 +26,9 @@ pub struct TlsMaterial {
     chain: Vec<X509>,
     key: PKey<Private>,
     trust: Option<TrustStore>,
+    /// Client certificates `trust` has verified (reconnects skip the chain's signature
+    /// checks); starts empty with every new trust store.
+    verified: VerifiedLeaves,
 }
 
 /// The CAs a listener trusts for client certificates (none when it asks for none).
@@ -82,6 +85,7 @@ impl TlsMaterial {
             chain,
             key,
             trust,
+            verified: VerifiedLeaves::default(),
         })
     }
 }
@@ -171,7 +175,7 @@ impl TlsAccept for Acceptor {
         };
         let conn = ssl.peer_certificate().and_then(|leaf| {
             let chain = self.chain_for(ssl, &leaf);
-            inspect(leaf, chain, trust)
+            inspect_memo(leaf, chain, trust, Some(&m.verified), gatehouse_jwt::now())
         });
         let state = match &conn {
             None => "none",

@@ -439,6 +439,40 @@ async fn revoked_certificates_and_crl_reload() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_listener_trust_reload_forgets_the_certificates_it_had_verified() {
+    let pki = TestPki::new();
+    let up = Upstream::start().await;
+    let routes = route("any", "");
+    let gh = start(&pki, &up, &routes).await;
+    // verified twice on two fresh connections: the second full handshake reuses the
+    // listener's memo of the first verification
+    for _ in 0..2 {
+        assert_eq!(
+            get_fresh(&pki, &gh, &pki.pki.partner_a, "/any/x")
+                .await
+                .status(),
+            200
+        );
+    }
+    // the listener now trusts another root only: the same certificate must be verified
+    // again, against the new store, and fail
+    let other = TestPki::new();
+    let yaml = base(&routes).replace("${CERT_DIR}/root-ca.pem", &other.path("root-ca.pem"));
+    gh.reload_with(&yaml).unwrap();
+    let res = get_fresh(&pki, &gh, &pki.pki.partner_a, "/any/x").await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(json(res).await["error"], "unknown_ca");
+    // and the old root back: accepted again
+    gh.reload_with(&base(&routes)).unwrap();
+    assert_eq!(
+        get_fresh(&pki, &gh, &pki.pki.partner_a, "/any/x")
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn route_trust_adds_a_ca_and_clock_skew_relaxes_the_leaf_dates() {
     let pki = TestPki::new();
     let up = Upstream::start().await;

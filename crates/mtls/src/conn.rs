@@ -1,8 +1,10 @@
 //! What the listener learns about a connection's client certificate, once per handshake.
 
-use crate::verify::TrustStore;
+use crate::verify::{unix_now, TrustStore};
 use gatehouse_core::{CertFailure, ClientCert};
-use std::sync::Arc;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Stored in Pingora's `SslDigest.extension` for every TLS connection that presented a
 /// client certificate.
@@ -23,15 +25,59 @@ pub fn inspect(
     chain: Vec<openssl::x509::X509>,
     trust: &TrustStore,
 ) -> Option<ConnCert> {
-    let verdict = trust.verify(&leaf, &chain, 0);
+    inspect_memo(leaf, chain, trust, None, unix_now())
+}
+
+/// Like [`inspect`], reusing an earlier successful verification of the very same leaf and
+/// chain from `memo` (see [`VerifiedLeaves`]). `now`: seconds since the Unix epoch.
+pub fn inspect_memo(
+    leaf: openssl::x509::X509,
+    chain: Vec<openssl::x509::X509>,
+    trust: &TrustStore,
+    memo: Option<&VerifiedLeaves>,
+    now: i64,
+) -> Option<ConnCert> {
     let der = leaf.to_der().ok()?;
     let chain_der: Vec<Vec<u8>> = chain.iter().filter_map(|c| c.to_der().ok()).collect();
-    let issuer = verdict.as_ref().ok().and_then(|v| v.issuer_der.clone());
+    // a store that checks revocation may change its verdict at any time: never memoized
+    let memo = memo.filter(|_| !trust.checks_revocation());
+    let key = memo.map(|_| VerifiedLeaves::key(&der, &chain_der));
+    if let (Some(m), Some(k)) = (memo, &key) {
+        if let Some(cert) = m.get(k, now) {
+            return Some(ConnCert {
+                // a fresh copy: the per-connection route memo starts empty
+                cert: Arc::new(cert.as_ref().clone()),
+                failure: None,
+            });
+        }
+    }
+    let verdict = match memo {
+        // the store checks no revocation here, so `verify` would be `verify_path`
+        Some(_) => trust
+            .verify_path(&leaf, &chain, 0)
+            .map(|(v, path)| (v, Some(path))),
+        None => trust.verify(&leaf, &chain, 0).map(|v| (v, None)),
+    };
+    let issuer = verdict
+        .as_ref()
+        .ok()
+        .and_then(|(v, _)| v.issuer_der.clone());
     match crate::parse::parse(&der, chain_der, issuer.as_deref()) {
-        Ok(cert) => Some(ConnCert {
-            cert: Arc::new(cert),
-            failure: verdict.err(),
-        }),
+        Ok(cert) => {
+            let cert = Arc::new(cert);
+            let failure = match verdict {
+                Ok((_, path)) => {
+                    if let (Some(m), Some(k), Some(path)) = (memo, key, path) {
+                        if let Some(until) = earliest_not_after(&path) {
+                            m.put(k, until, cert.clone(), now);
+                        }
+                    }
+                    None
+                }
+                Err(e) => Some(e),
+            };
+            Some(ConnCert { cert, failure })
+        }
         Err(_) => Some(ConnCert {
             cert: Arc::new(ClientCert {
                 der,
@@ -39,5 +85,194 @@ pub fn inspect(
             }),
             failure: Some(CertFailure::Invalid),
         }),
+    }
+}
+
+/// Most verified certificates remembered per listener (then the memo starts over).
+const MAX_VERIFIED: usize = 4096;
+
+/// Client certificates a listener has verified, so a partner that reconnects without
+/// resuming its TLS session does not pay for the chain's signature checks (and the parse)
+/// again. Keyed by SHA-256 over the leaf and the intermediates exactly as the client sent
+/// them, so the same leaf with another chain is verified afresh. An entry is used only
+/// until the earliest `notAfter` on its verified path, only for verifications that passed,
+/// and only for trust stores without revocation checks (whose verdict cannot change while
+/// the store lives). It belongs to one trust store: a reload builds a new one. The client
+/// still proves possession of the leaf's key in every handshake (TLS CertificateVerify).
+#[derive(Default)]
+pub struct VerifiedLeaves {
+    map: Mutex<HashMap<[u8; 32], (i64, Arc<ClientCert>)>>,
+}
+
+impl VerifiedLeaves {
+    fn key(leaf_der: &[u8], chain_der: &[Vec<u8>]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for part in std::iter::once(leaf_der).chain(chain_der.iter().map(Vec::as_slice)) {
+            // length-prefixed, so no two different lists hash the same byte stream
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.finalize().into()
+    }
+
+    fn get(&self, key: &[u8; 32], now: i64) -> Option<Arc<ClientCert>> {
+        let map = self.map.lock().ok()?;
+        map.get(key)
+            .filter(|(until, _)| now < *until)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn put(&self, key: [u8; 32], until: i64, cert: Arc<ClientCert>, now: i64) {
+        if let Ok(mut map) = self.map.lock() {
+            if map.len() >= MAX_VERIFIED {
+                map.retain(|_, (u, _)| now < *u);
+                if map.len() >= MAX_VERIFIED {
+                    map.clear();
+                }
+            }
+            map.insert(key, (until, cert));
+        }
+    }
+
+    /// Certificates remembered.
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The earliest `notAfter` of `path`, in seconds since the Unix epoch.
+fn earliest_not_after(path: &[openssl::x509::X509]) -> Option<i64> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+    path.iter()
+        .map(|c| {
+            let d = epoch.diff(c.not_after()).ok()?;
+            Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
+        })
+        .collect::<Option<Vec<i64>>>()?
+        .into_iter()
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use gatehouse_devauth::pki::{issue, CertSpec, Pki};
+
+    fn root_only(pki: &Pki) -> TrustStore {
+        TrustStore::new(&[pki.root.cert.clone()], &[], 4, false).unwrap()
+    }
+
+    fn inspect_at(
+        pki: &Pki,
+        chain: &[openssl::x509::X509],
+        trust: &TrustStore,
+        memo: &VerifiedLeaves,
+        now: i64,
+    ) -> ConnCert {
+        inspect_memo(
+            pki.partner_a.cert.clone(),
+            chain.to_vec(),
+            trust,
+            Some(memo),
+            now,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_verified_certificate_is_remembered_with_its_chain_and_until_its_path_expires() {
+        let pki = Pki::generate().unwrap();
+        let trust = root_only(&pki);
+        let memo = VerifiedLeaves::default();
+        let chain = pki.partner_a.chain.clone();
+        let now = unix_now();
+
+        let first = inspect_at(&pki, &chain, &trust, &memo, now);
+        assert_eq!(first.failure, None);
+        assert_eq!(memo.len(), 1);
+        let again = inspect_at(&pki, &chain, &trust, &memo, now);
+        assert_eq!(again.failure, None);
+        assert_eq!(again.cert.sha256, first.cert.sha256);
+        assert_eq!(again.cert.issuer_sha256, first.cert.issuer_sha256);
+        assert_eq!(again.cert.subject, first.cert.subject);
+        assert!(
+            !Arc::ptr_eq(&again.cert, &first.cert),
+            "each connection gets its own copy (its own route memo)"
+        );
+
+        // the same leaf without the intermediate is another key: verified afresh, and it
+        // does not chain to the root alone
+        let bare = inspect_at(&pki, &[], &trust, &memo, now);
+        assert_eq!(bare.failure, Some(CertFailure::UnknownCa));
+        assert_eq!(memo.len(), 1, "failures are not remembered");
+
+        // past the earliest notAfter on the path (the leaf's, one year), the entry is not
+        // used: OpenSSL verifies again, with the real clock, and the entry is replaced
+        let key = VerifiedLeaves::key(
+            &pki.partner_a.cert.to_der().unwrap(),
+            &[chain[0].to_der().unwrap()],
+        );
+        let (until, _) = *memo.map.lock().unwrap().get(&key).unwrap();
+        let leaf_not_after = earliest_not_after(&[pki.partner_a.cert.clone()]).unwrap();
+        assert_eq!(until, leaf_not_after);
+        assert!(memo.get(&key, until).is_none());
+        assert!(memo.get(&key, until - 1).is_some());
+    }
+
+    #[test]
+    fn an_entry_never_outlives_the_earliest_expiry_on_the_path() {
+        let pki = Pki::generate().unwrap();
+        // an intermediate that expires long before the leaf it issues
+        let short_ca = issue(
+            &CertSpec {
+                not_after_offset: 600,
+                ..CertSpec::ca("Short-lived Intermediate")
+            },
+            Some(&pki.root),
+        )
+        .unwrap();
+        let leaf = issue(&CertSpec::client("partner-c"), Some(&short_ca)).unwrap();
+        let trust = root_only(&pki);
+        let memo = VerifiedLeaves::default();
+        let now = unix_now();
+        let c = inspect_memo(
+            leaf.cert.clone(),
+            vec![short_ca.cert.clone()],
+            &trust,
+            Some(&memo),
+            now,
+        )
+        .unwrap();
+        assert_eq!(c.failure, None);
+        let key = VerifiedLeaves::key(
+            &leaf.cert.to_der().unwrap(),
+            &[short_ca.cert.to_der().unwrap()],
+        );
+        let (until, _) = *memo.map.lock().unwrap().get(&key).unwrap();
+        assert!(
+            until <= now + 600 + 5 && until >= now + 600 - 5,
+            "{until} vs {now}"
+        );
+    }
+
+    #[test]
+    fn stores_that_check_revocation_are_never_memoized() {
+        let pki = Pki::generate().unwrap();
+        // revocation checked by the caller: the verdict may change while the store lives
+        let with_crls = TrustStore::with_own_revocation(&[pki.root.cert.clone()], &[], 4).unwrap();
+        assert!(with_crls.checks_revocation());
+        assert!(!root_only(&pki).checks_revocation());
+        let memo = VerifiedLeaves::default();
+        for _ in 0..2 {
+            let c = inspect_at(&pki, &pki.partner_a.chain, &with_crls, &memo, unix_now());
+            assert_eq!(c.failure, None);
+            assert!(memo.is_empty());
+        }
     }
 }

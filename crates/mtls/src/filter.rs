@@ -3,7 +3,7 @@
 use crate::dp::{distribution_points, DpFetcher};
 use crate::forward::{forward_headers, CERT_HEADERS};
 use crate::identity::IdentityMatcher;
-use crate::verify::{load_pem_bundle, revocation_status, TrustError, TrustStore};
+use crate::verify::{load_pem_bundle, revocation_status, unix_now, TrustError, TrustStore};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use gatehouse_config::{
@@ -15,7 +15,7 @@ use http::HeaderName;
 use openssl::x509::{X509Crl, X509};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 /// Why the filter could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -167,13 +167,6 @@ fn mtimes(files: &[String]) -> Vec<Option<SystemTime>> {
         .iter()
         .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
         .collect()
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// Verifies the connection's client certificate against the route's policy.

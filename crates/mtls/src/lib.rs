@@ -11,7 +11,7 @@ mod identity;
 pub mod parse;
 mod verify;
 
-pub use conn::{inspect, ConnCert};
+pub use conn::{inspect, inspect_memo, ConnCert, VerifiedLeaves};
 pub use dp::distribution_points;
 pub use filter::{ClientCertFilter, FilterBuildError};
 pub use forward::CERT_HEADERS;

@@ -71,6 +71,8 @@ pub struct TrustStore {
     crls: Vec<X509Crl>,
     max_depth: u32,
     soft_revocation: bool,
+    /// CRLs are checked (here or by the caller): a verdict may change while the store lives.
+    revocation: bool,
 }
 
 /// Whether each certificate of a verified path (leaf first, anchor last) is revoked by one
@@ -179,6 +181,7 @@ impl TrustStore {
             },
             max_depth,
             soft_revocation,
+            revocation: !crl_files.is_empty(),
         })
     }
 
@@ -198,7 +201,13 @@ impl TrustStore {
                 .collect::<Result<_, _>>()?,
             max_depth,
             soft_revocation: false,
+            revocation: true,
         })
+    }
+
+    /// Whether revocation is checked against this store (by it or by its caller).
+    pub fn checks_revocation(&self) -> bool {
+        self.revocation
     }
 
     /// The CRLs loaded from files.
@@ -316,7 +325,8 @@ fn validity(c: &X509) -> Option<(i64, i64)> {
     ))
 }
 
-fn unix_now() -> i64 {
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
