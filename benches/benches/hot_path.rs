@@ -34,6 +34,14 @@ fn bench(c: &mut Criterion) {
         &x5t,
         metrics.clone(),
         true,
+        gatehouse_config::CacheStore::Moka,
+    ));
+    let (compact, _compact_cache) = rt.block_on(gatehouse_benches::primed_server(
+        std::slice::from_ref(&token),
+        &x5t,
+        metrics.clone(),
+        true,
+        gatehouse_config::CacheStore::Compact,
     ));
 
     let subject = IdentityMatcher::new(&Identity {
@@ -81,6 +89,19 @@ fn bench(c: &mut Criterion) {
             rt.block_on(async {
                 black_box(
                     server
+                        .lookup(black_box(&token), ForwardJwt::AsIssued)
+                        .await
+                        .is_ok(),
+                )
+            })
+        })
+    });
+
+    c.bench_function("cache/hit_compact", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                black_box(
+                    compact
                         .lookup(black_box(&token), ForwardJwt::AsIssued)
                         .await
                         .is_ok(),

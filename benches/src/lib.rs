@@ -4,8 +4,8 @@
 #![forbid(unsafe_code)]
 
 use gatehouse_phantom::{
-    ActiveToken, AuthServer, CachePolicy, CachedToken, ClientAuth, Introspector, MokaCache,
-    TokenCache,
+    ActiveToken, AuthServer, CachePolicy, CachedToken, ClientAuth, CompactCache, Introspector,
+    MokaCache, TokenCache,
 };
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -64,8 +64,13 @@ pub async fn primed_server(
     x5t: &str,
     metrics: gatehouse_metrics::Metrics,
     full_claims: bool,
-) -> (Arc<AuthServer>, Arc<MokaCache>) {
-    let cache = Arc::new(MokaCache::new(tokens.len() as u64 * 2 + 16));
+    store: gatehouse_config::CacheStore,
+) -> (Arc<AuthServer>, Arc<dyn TokenCache>) {
+    let max = tokens.len() as u64 * 2 + 16;
+    let cache: Arc<dyn TokenCache> = match store {
+        gatehouse_config::CacheStore::Moka => Arc::new(MokaCache::new(max)),
+        gatehouse_config::CacheStore::Compact => Arc::new(CompactCache::new(max)),
+    };
     for (i, t) in tokens.iter().enumerate() {
         cache
             .insert(key(t), entry(x5t, i as u64, full_claims))
@@ -83,7 +88,7 @@ pub async fn primed_server(
     let server = AuthServer::new(
         "bench".into(),
         introspector,
-        cache.clone() as Arc<dyn TokenCache>,
+        cache.clone(),
         CachePolicy {
             max_ttl: Duration::from_secs(3600),
             negative_ttl: Duration::from_secs(5),

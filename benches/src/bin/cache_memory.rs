@@ -1,7 +1,8 @@
 //! Bytes per cached token and lookup speed with 1k vs 1M cached tokens.
-//!   cargo run --release -p gatehouse-benches --bin cache_memory [-- 1000000 [all|hot]]
+//!   cargo run --release -p gatehouse-benches --bin cache_memory [-- 1000000 [all|hot] [moka|compact]]
 //! `all`: cached claims keep every claim (JSON text); `hot`: only those the request path
-//! reads (what Gatehouse caches when no claims rule needs more).
+//! reads (what Gatehouse caches when no claims rule needs more). The last argument is the
+//! token store (`cache.store`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Instant;
@@ -24,16 +25,27 @@ async fn main() {
         .unwrap_or(1_000_000);
     let x5t = "Ymwke3hNYkI2b9dEiV4oJduhE-HH2O0TI6wkUmpzc14";
     let jwt_len = gatehouse_benches::jwt(0).len() as f64;
-    println!("tokens\tclaims\trss_delta_MiB\tbytes_per_entry\tbeyond_jwt_bytes\tlookups_per_s");
+    let store = match std::env::args().nth(3).as_deref() {
+        Some("compact") => gatehouse_config::CacheStore::Compact,
+        _ => gatehouse_config::CacheStore::Moka,
+    };
+    println!(
+        "tokens\tstore\tclaims\trss_delta_MiB\tbytes_per_entry\tbeyond_jwt_bytes\tlookups_per_s"
+    );
     // one claims form per process: memory freed by a previous run would hide the next
     // run's growth
     let full = std::env::args().nth(2).as_deref() != Some("hot");
     for n in [1_000u64, big] {
         let tokens: Vec<String> = (0..n).map(|i| format!("opaque-token-{i:012}")).collect();
         let before = rss_bytes();
-        let (server, cache) =
-            gatehouse_benches::primed_server(&tokens, x5t, gatehouse_metrics::Metrics::new(), full)
-                .await;
+        let (server, cache) = gatehouse_benches::primed_server(
+            &tokens,
+            x5t,
+            gatehouse_metrics::Metrics::new(),
+            full,
+            store,
+        )
+        .await;
         let after = rss_bytes();
         let per = (after.saturating_sub(before)) as f64 / n as f64;
         // lookups through the AuthServer, spread over all tokens
@@ -53,7 +65,12 @@ async fn main() {
         let rate = ok as f64 / t.elapsed().as_secs_f64();
         assert_eq!(ok, rounds);
         println!(
-            "{n}\t{}\t{:.1}\t{per:.0}\t{:.0}\t{rate:.0}",
+            "{n}\t{}\t{}\t{:.1}\t{per:.0}\t{:.0}\t{rate:.0}",
+            if store == gatehouse_config::CacheStore::Compact {
+                "compact"
+            } else {
+                "moka"
+            },
             if full { "all" } else { "hot" },
             (after - before) as f64 / 1048576.0,
             per - jwt_len

@@ -11,7 +11,7 @@ mod tls;
 use admin::Admin;
 pub use admin::Readiness;
 use arc_swap::ArcSwap;
-use gatehouse_config::{Config, FilterConfig, Loaded};
+use gatehouse_config::{CacheStore, Config, FilterConfig, Loaded};
 use gatehouse_core::Filter;
 use gatehouse_metrics::Metrics;
 use pingora_core::apps::http_app::HttpServer;
@@ -63,14 +63,15 @@ pub struct FilterFactory {
     /// what their content depends on. A reload hands them to the next factory, which keeps
     /// those whose fingerprint is unchanged: a SIGHUP does not send every partner's token
     /// back to the authorization server, nor forget the signing keys.
-    caches: std::sync::Mutex<Carried<gatehouse_phantom::MokaCache>>,
+    caches: std::sync::Mutex<Carried<SharedCache>>,
     key_stores: std::sync::Mutex<Carried<gatehouse_jwt::KeyStore>>,
-    carried_caches: Carried<gatehouse_phantom::MokaCache>,
+    carried_caches: Carried<SharedCache>,
     carried_key_stores: Carried<gatehouse_jwt::KeyStore>,
 }
 
 /// Shared state by authorization-server name, with the fingerprint it was built for.
 type Carried<T> = std::collections::HashMap<String, (u64, Arc<T>)>;
+type SharedCache = dyn gatehouse_phantom::TokenCache;
 
 /// A fingerprint of settings and of the contents of the files they name.
 fn fingerprint(settings: &impl std::fmt::Debug, files: &[Option<&str>]) -> u64 {
@@ -85,16 +86,16 @@ fn fingerprint(settings: &impl std::fmt::Debug, files: &[Option<&str>]) -> u64 {
 
 /// Take `name`'s entry from `carried` if built for `fp`, else make a new one; remember it
 /// in `now` for the next reload.
-fn reuse<T>(
+fn reuse<T: ?Sized>(
     carried: &Carried<T>,
     now: &std::sync::Mutex<Carried<T>>,
     name: &str,
     fp: u64,
-    make: impl FnOnce() -> Result<T, String>,
+    make: impl FnOnce() -> Result<Arc<T>, String>,
 ) -> Result<Arc<T>, String> {
     let v = match carried.get(name) {
         Some((f, v)) if *f == fp => v.clone(),
-        _ => Arc::new(make()?),
+        _ => make()?,
     };
     now.lock()
         .map_err(|_| "lock")?
@@ -221,11 +222,11 @@ impl FilterFactory {
             &[a.jwks_file.as_deref(), a.ca_file.as_deref()],
         );
         let store = reuse(&self.carried_key_stores, &self.key_stores, name, fp, || {
-            Ok(gatehouse_jwt::KeyStore::new(
+            Ok(Arc::new(gatehouse_jwt::KeyStore::new(
                 source,
                 a.jwks_min_refresh.0,
                 Box::new(move |result| m.jwks_refreshes.with_label_values(&[&label, result]).inc()),
-            ))
+            )))
         })?;
         let secret = match (&a.hmac_secret_file, &a.hmac_secret_env) {
             (None, None) => None,
@@ -281,7 +282,15 @@ impl FilterFactory {
             ],
         );
         let cache = reuse(&self.carried_caches, &self.caches, name, fp, || {
-            Ok(gatehouse_phantom::MokaCache::new(a.cache.max_entries))
+            Ok(match a.cache.store {
+                CacheStore::Moka => {
+                    Arc::new(gatehouse_phantom::MokaCache::new(a.cache.max_entries))
+                        as Arc<SharedCache>
+                }
+                CacheStore::Compact => {
+                    Arc::new(gatehouse_phantom::CompactCache::new(a.cache.max_entries))
+                }
+            })
         })?;
         let server = Arc::new(gatehouse_phantom::AuthServer::new(
             name.to_owned(),

@@ -319,15 +319,35 @@ async fn rfc6750_errors_for_missing_malformed_and_inactive_tokens() {
     assert_eq!(s.up.count(), 0);
 }
 
+/// The cache settings `cache` with the token store `store` (`moka` or `compact`).
+fn in_store(cache: &str, store: &str) -> String {
+    cache.replacen("{ ", &format!("{{ store: {store}, "), 1)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_hundred_concurrent_first_uses_make_one_introspection_call() {
+    burst_of_first_uses("moka").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_hundred_concurrent_first_uses_make_one_introspection_call_compact_store() {
+    burst_of_first_uses("compact").await;
+}
+
+async fn burst_of_first_uses(store: &str) {
     let s = setup(vec![]).await;
     // a generous introspection timeout: 100 handshakes at once on a busy CI machine must
     // not turn the one slow call into a 503
     let gh = start(
         &s,
-        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, "")
-            .replace("timeout: 2s", "timeout: 10s"),
+        &yaml(
+            "token-introspection+jwt",
+            BASIC,
+            "as_issued",
+            &in_store(CACHE, store),
+            "",
+        )
+        .replace("timeout: 2s", "timeout: 10s"),
         &[],
     )
     .await;
@@ -368,11 +388,20 @@ async fn one_hundred_concurrent_first_uses_make_one_introspection_call() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn negative_cache_and_revocation_follow_their_ttls() {
+    negative_cache_and_revocation("moka").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn negative_cache_and_revocation_follow_their_ttls_compact_store() {
+    negative_cache_and_revocation("compact").await;
+}
+
+async fn negative_cache_and_revocation(store: &str) {
     let s = setup(vec![]).await;
-    let cache = "{ max_ttl: 1s, negative_ttl: 1s }";
+    let cache = in_store("{ max_ttl: 1s, negative_ttl: 1s }", store);
     let gh = start(
         &s,
-        &yaml("token-introspection+jwt", BASIC, "as_issued", cache, ""),
+        &yaml("token-introspection+jwt", BASIC, "as_issued", &cache, ""),
         &[],
     )
     .await;
@@ -445,10 +474,25 @@ async fn negative_cache_and_revocation_follow_their_ttls() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_ttl_is_bounded_by_the_token_exp() {
+    cache_ttl_bounded_by_exp("moka").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_ttl_is_bounded_by_the_token_exp_compact_store() {
+    cache_ttl_bounded_by_exp("compact").await;
+}
+
+async fn cache_ttl_bounded_by_exp(store: &str) {
     let s = setup(vec![]).await;
     let gh = start(
         &s,
-        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, ""),
+        &yaml(
+            "token-introspection+jwt",
+            BASIC,
+            "as_issued",
+            &in_store(CACHE, store),
+            "",
+        ),
         &[],
     )
     .await;

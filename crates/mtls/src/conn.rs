@@ -101,8 +101,11 @@ const MAX_VERIFIED: usize = 4096;
 /// still proves possession of the leaf's key in every handshake (TLS CertificateVerify).
 #[derive(Default)]
 pub struct VerifiedLeaves {
-    map: Mutex<HashMap<[u8; 32], (i64, Arc<ClientCert>)>>,
+    map: Mutex<HashMap<[u8; 32], Remembered>>,
 }
+
+/// Until when (seconds since the Unix epoch) a verified certificate may be reused.
+type Remembered = (i64, Arc<ClientCert>);
 
 impl VerifiedLeaves {
     fn key(leaf_der: &[u8], chain_der: &[Vec<u8>]) -> [u8; 32] {
@@ -165,7 +168,7 @@ mod tests {
     use gatehouse_devauth::pki::{issue, CertSpec, Pki};
 
     fn root_only(pki: &Pki) -> TrustStore {
-        TrustStore::new(&[pki.root.cert.clone()], &[], 4, false).unwrap()
+        TrustStore::new(std::slice::from_ref(&pki.root.cert), &[], 4, false).unwrap()
     }
 
     fn inspect_at(
@@ -219,7 +222,7 @@ mod tests {
             &[chain[0].to_der().unwrap()],
         );
         let (until, _) = *memo.map.lock().unwrap().get(&key).unwrap();
-        let leaf_not_after = earliest_not_after(&[pki.partner_a.cert.clone()]).unwrap();
+        let leaf_not_after = earliest_not_after(std::slice::from_ref(&pki.partner_a.cert)).unwrap();
         assert_eq!(until, leaf_not_after);
         assert!(memo.get(&key, until).is_none());
         assert!(memo.get(&key, until - 1).is_some());
@@ -265,7 +268,8 @@ mod tests {
     fn stores_that_check_revocation_are_never_memoized() {
         let pki = Pki::generate().unwrap();
         // revocation checked by the caller: the verdict may change while the store lives
-        let with_crls = TrustStore::with_own_revocation(&[pki.root.cert.clone()], &[], 4).unwrap();
+        let with_crls =
+            TrustStore::with_own_revocation(std::slice::from_ref(&pki.root.cert), &[], 4).unwrap();
         assert!(with_crls.checks_revocation());
         assert!(!root_only(&pki).checks_revocation());
         let memo = VerifiedLeaves::default();

@@ -4,10 +4,12 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod compact;
 mod introspect;
 mod signer;
 
 pub use cache::{ActiveToken, CachedToken, Lookup, MokaCache, TokenCache, TokenKey};
+pub use compact::CompactCache;
 pub use introspect::{
     classify, client_assertion, signing_key, Body, ClientAuth, IntrospectError, Introspected,
     Introspector,

@@ -1,0 +1,460 @@
+//! `store: compact` — an in-process token cache built for many tokens.
+//!
+//! Why not moka for this one (moka stays the default store): with per-entry expiry moka's
+//! own bookkeeping costs ~417 bytes per entry (hash-table node, entry, access- and
+//! write-order deque nodes, timer-wheel node; `benches/examples/moka_probe.rs`), and a
+//! read of a cold entry among a million touches several cache lines (~2.2 µs here). This
+//! store keeps per token one 56-byte slot and a 4-byte index (SwissTable) entry, and a read
+//! touches the index, the slot and the value.
+//!
+//! - Keys are SHA-256 digests of tokens; the index hashes them again with a per-process
+//!   random key, so nobody can grind tokens into one bucket.
+//! - 64 shards, each behind its own mutex (held for a lookup, never across an await).
+//! - Eviction at capacity: CLOCK (second chance); a hit sets the slot's reference bit.
+//! - Expiry per entry (`keep_for` of the value); expired entries are dropped when read,
+//!   when the clock hand passes them, and a few per insert by a sweeping hand.
+//! - Single flight: concurrent misses for one key share one load; if that load is
+//!   cancelled (its request went away), a waiter takes over.
+
+use crate::cache::{CachedToken, Lookup, TokenCache, TokenKey};
+use crate::IntrospectError;
+use async_trait::async_trait;
+use hashbrown::HashTable;
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::watch;
+
+const SHARDS: usize = 64;
+/// Slots the sweeping hand checks for expiry on each insert.
+const SWEEP_PER_INSERT: usize = 2;
+
+type Loaded = Result<Arc<CachedToken>, IntrospectError>;
+type Flight = watch::Sender<Option<Loaded>>;
+
+struct Slot {
+    key: TokenKey,
+    /// Milliseconds since the cache's epoch.
+    expires: u64,
+    /// `None`: a free slot.
+    value: Option<Arc<CachedToken>>,
+    referenced: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Slot numbers, found by the hash of their slot's key.
+    index: HashTable<u32>,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// The CLOCK hand (eviction) and the sweeping hand (expiry).
+    hand: usize,
+    sweep: usize,
+    /// Loads in progress, by key.
+    flights: HashMap<TokenKey, Arc<Flight>>,
+}
+
+struct Shard {
+    inner: Mutex<Inner>,
+    capacity: usize,
+}
+
+/// The compact in-process token cache.
+pub struct CompactCache {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+    epoch: Instant,
+    entries: AtomicU64,
+}
+
+impl CompactCache {
+    /// A cache of at most `max_entries` tokens (rounded up to a multiple of 64).
+    pub fn new(max_entries: u64) -> Self {
+        let per_shard = usize::try_from(max_entries.div_ceil(SHARDS as u64))
+            .unwrap_or(usize::MAX)
+            .clamp(1, u32::MAX as usize);
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    inner: Mutex::new(Inner::default()),
+                    capacity: per_shard,
+                })
+                .collect(),
+            hasher: RandomState::new(),
+            epoch: Instant::now(),
+            entries: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn expiry(&self, v: &CachedToken) -> u64 {
+        self.now().saturating_add(v.keep_for.as_millis() as u64)
+    }
+
+    fn hash(&self, key: &TokenKey) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The shard for a hash: bits the index does not use for buckets (low bits) or tags
+    /// (the top 7).
+    fn shard(&self, h: u64) -> &Shard {
+        &self.shards[((h >> 40) as usize) % SHARDS]
+    }
+
+    fn lock<'a>(&self, shard: &'a Shard) -> MutexGuard<'a, Inner> {
+        // nothing panics while the lock is held; a poisoned lock still holds a whole table
+        shard.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A live entry, marking it used; drops it if expired.
+    fn get_locked(&self, g: &mut Inner, h: u64, key: &TokenKey) -> Option<Arc<CachedToken>> {
+        let i = *g.index.find(h, |&i| g.slots[i as usize].key == *key)? as usize;
+        let now = self.now();
+        if g.slots[i].expires <= now {
+            self.remove_at(g, i);
+            return None;
+        }
+        let slot = &mut g.slots[i];
+        slot.referenced = true;
+        slot.value.clone()
+    }
+
+    fn remove_at(&self, g: &mut Inner, i: usize) {
+        let h = self.hash(&g.slots[i].key);
+        if let Ok(e) = g.index.find_entry(h, |&j| j as usize == i) {
+            e.remove();
+        }
+        if g.slots[i].value.take().is_some() {
+            g.free.push(i as u32);
+            self.entries.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Insert or replace; at capacity the CLOCK hand makes room.
+    fn put_locked(&self, g: &mut Inner, cap: usize, h: u64, key: TokenKey, v: Arc<CachedToken>) {
+        let expires = self.expiry(&v);
+        if let Some(&i) = g.index.find(h, |&i| g.slots[i as usize].key == key) {
+            let slot = &mut g.slots[i as usize];
+            slot.value = Some(v);
+            slot.expires = expires;
+            return;
+        }
+        let now = self.now();
+        self.sweep(g, now);
+        let i = match g.free.pop() {
+            Some(i) => i as usize,
+            None if g.slots.len() < cap => {
+                if g.slots.len() == g.slots.capacity() {
+                    // grow by doubling, never past the capacity
+                    let more = g.slots.len().max(16).min(cap - g.slots.len());
+                    g.slots.reserve_exact(more);
+                }
+                g.slots.push(Slot {
+                    key,
+                    expires: 0,
+                    value: None,
+                    referenced: false,
+                });
+                g.slots.len() - 1
+            }
+            None => {
+                // the evicted slot is the one free slot now
+                if self.evict_one(g, now).is_none() {
+                    return;
+                }
+                match g.free.pop() {
+                    Some(i) => i as usize,
+                    None => return,
+                }
+            }
+        };
+        g.slots[i] = Slot {
+            key,
+            expires,
+            value: Some(v),
+            referenced: false,
+        };
+        let Inner { index, slots, .. } = g;
+        index.insert_unique(h, i as u32, |&j| self.hash(&slots[j as usize].key));
+        self.entries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// CLOCK: the first slot that is expired or was not used since the hand last passed.
+    fn evict_one(&self, g: &mut Inner, now: u64) -> Option<usize> {
+        let n = g.slots.len();
+        for _ in 0..=2 * n {
+            let i = g.hand % n;
+            g.hand = i + 1;
+            let slot = &mut g.slots[i];
+            if slot.value.is_none() {
+                continue;
+            }
+            if slot.expires <= now || !slot.referenced {
+                self.remove_at(g, i);
+                return Some(i);
+            }
+            slot.referenced = false;
+        }
+        None
+    }
+
+    fn sweep(&self, g: &mut Inner, now: u64) {
+        let n = g.slots.len();
+        if n == 0 {
+            return;
+        }
+        for _ in 0..SWEEP_PER_INSERT.min(n) {
+            let i = g.sweep % n;
+            g.sweep = i + 1;
+            if g.slots[i].value.is_some() && g.slots[i].expires <= now {
+                self.remove_at(g, i);
+            }
+        }
+    }
+}
+
+/// Ends a flight whose loader went away before finishing: its waiters wake (the sender
+/// is dropped) and one of them loads instead.
+struct Abandon<'a> {
+    cache: &'a CompactCache,
+    shard: &'a Shard,
+    key: TokenKey,
+    armed: bool,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.cache.lock(self.shard).flights.remove(&self.key);
+        }
+    }
+}
+
+#[async_trait]
+impl TokenCache for CompactCache {
+    async fn get(&self, key: &TokenKey) -> Option<Arc<CachedToken>> {
+        let h = self.hash(key);
+        let shard = self.shard(h);
+        let mut g = self.lock(shard);
+        self.get_locked(&mut g, h, key)
+    }
+
+    async fn get_or_load<'a>(
+        &'a self,
+        key: TokenKey,
+        load: Pin<Box<dyn Future<Output = Loaded> + Send + 'a>>,
+    ) -> Result<(Arc<CachedToken>, Lookup), IntrospectError> {
+        let h = self.hash(&key);
+        let shard = self.shard(h);
+        loop {
+            let waiting = {
+                let mut g = self.lock(shard);
+                if let Some(v) = self.get_locked(&mut g, h, &key) {
+                    return Ok((v, Lookup::Hit));
+                }
+                match g.flights.get(&key) {
+                    Some(f) => Some(f.subscribe()),
+                    None => {
+                        g.flights.insert(key, Arc::new(watch::channel(None).0));
+                        None
+                    }
+                }
+            };
+            let Some(mut rx) = waiting else {
+                let mut abandon = Abandon {
+                    cache: self,
+                    shard,
+                    key,
+                    armed: true,
+                };
+                let loaded = load.await;
+                let mut g = self.lock(shard);
+                if let Ok(v) = &loaded {
+                    self.put_locked(&mut g, shard.capacity, h, key, v.clone());
+                }
+                if let Some(f) = g.flights.remove(&key) {
+                    f.send_replace(Some(loaded.clone()));
+                }
+                abandon.armed = false;
+                return loaded.map(|v| (v, Lookup::Miss));
+            };
+            if rx.changed().await.is_ok() {
+                if let Some(r) = rx.borrow().clone() {
+                    return r.map(|v| (v, Lookup::Coalesced));
+                }
+            }
+            // the loader went away without an answer: look again, perhaps load
+        }
+    }
+
+    async fn insert(&self, key: TokenKey, value: Arc<CachedToken>) {
+        let h = self.hash(&key);
+        let shard = self.shard(h);
+        let mut g = self.lock(shard);
+        self.put_locked(&mut g, shard.capacity, h, key, value);
+    }
+
+    fn entry_count(&self) -> u64 {
+        self.entries.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    fn entry(keep_ms: u64) -> Arc<CachedToken> {
+        Arc::new(CachedToken {
+            active: None,
+            fresh_until: Instant::now() + Duration::from_millis(keep_ms),
+            keep_for: Duration::from_millis(keep_ms),
+        })
+    }
+
+    fn key(n: u64) -> TokenKey {
+        let mut k = [0u8; 32];
+        k[..8].copy_from_slice(&n.to_be_bytes());
+        k
+    }
+
+    #[tokio::test]
+    async fn entries_are_found_replaced_and_expire() {
+        let c = CompactCache::new(1000);
+        assert!(c.get(&key(1)).await.is_none());
+        let a = entry(60_000);
+        c.insert(key(1), a.clone()).await;
+        assert!(Arc::ptr_eq(&c.get(&key(1)).await.unwrap(), &a));
+        let b = entry(60_000);
+        c.insert(key(1), b.clone()).await;
+        assert!(Arc::ptr_eq(&c.get(&key(1)).await.unwrap(), &b));
+        assert_eq!(c.entry_count(), 1);
+        // a short-lived entry is gone once its keep_for has passed
+        c.insert(key(2), entry(30)).await;
+        assert!(c.get(&key(2)).await.is_some());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(c.get(&key(2)).await.is_none());
+        assert_eq!(c.entry_count(), 1);
+        assert!(c.get(&key(1)).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn capacity_holds_and_a_used_entry_outlives_unused_ones() {
+        let c = CompactCache::new(640); // 10 per shard
+        c.insert(key(0), entry(60_000)).await;
+        for n in 1..5_000 {
+            assert!(c.get(&key(0)).await.is_some(), "evicted after {n} inserts");
+            c.insert(key(n), entry(60_000)).await;
+            assert!(c.entry_count() <= 640);
+        }
+        assert!(c.entry_count() >= 600, "{}", c.entry_count());
+        // slots are reused, never grown past the capacity
+        let slots: usize = c.shards.iter().map(|s| c.lock(s).slots.len()).sum();
+        assert!(slots <= 640, "{slots}");
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_swept_by_inserts() {
+        let c = CompactCache::new(64_000);
+        for n in 0..1_000 {
+            c.insert(key(n), entry(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        for n in 1_000..21_000 {
+            c.insert(key(n), entry(60_000)).await;
+        }
+        // two slots checked per insert (~300 inserts per shard against ~16 expired slots):
+        // every shard's sweeping hand has passed all its expired slots
+        assert_eq!(c.entry_count(), 20_000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_make_one_load_and_errors_are_not_kept() {
+        let c = Arc::new(CompactCache::new(1000));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let (c, loads) = (c.clone(), loads.clone());
+            tasks.push(tokio::spawn(async move {
+                c.get_or_load(
+                    key(7),
+                    Box::pin(async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(entry(60_000))
+                    }),
+                )
+                .await
+                .unwrap()
+                .1
+            }));
+        }
+        let mut how = Vec::new();
+        for t in tasks {
+            how.push(t.await.unwrap());
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        assert_eq!(how.iter().filter(|h| **h == Lookup::Miss).count(), 1);
+        assert!(c.get(&key(7)).await.is_some());
+
+        // a failed load is shared with its waiters but not cached
+        for expect_calls in 1..=2 {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let n = calls.clone();
+            let r = c
+                .get_or_load(
+                    key(8),
+                    Box::pin(async move {
+                        n.fetch_add(1, Ordering::SeqCst);
+                        Err(IntrospectError::Timeout)
+                    }),
+                )
+                .await;
+            assert!(matches!(r, Err(IntrospectError::Timeout)));
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "round {expect_calls}");
+        }
+        assert!(c.get(&key(8)).await.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiter_takes_over_when_the_loader_goes_away() {
+        let c = Arc::new(CompactCache::new(1000));
+        let started = Arc::new(tokio::sync::Notify::new());
+        let s = started.clone();
+        let c1 = c.clone();
+        let stuck = tokio::spawn(async move {
+            c1.get_or_load(
+                key(9),
+                Box::pin(async move {
+                    s.notify_one();
+                    std::future::pending::<()>().await;
+                    Ok(entry(60_000))
+                }),
+            )
+            .await
+        });
+        started.notified().await;
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move {
+            c2.get_or_load(key(9), Box::pin(async { Ok(entry(60_000)) }))
+                .await
+                .unwrap()
+                .1
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stuck.abort();
+        assert!(stuck.await.unwrap_err().is_cancelled());
+        assert_eq!(waiter.await.unwrap(), Lookup::Miss);
+        assert!(c.get(&key(9)).await.is_some());
+        assert!(c.lock(c.shard(c.hash(&key(9)))).flights.is_empty());
+    }
+}
