@@ -4,6 +4,7 @@
 #   DURATION=20s ROUNDS=3 benches/run.sh
 #   SKIP_NGINX=1 benches/run.sh       # Gatehouse only
 #   ONLY_E=1 ROUNDS=3 benches/run.sh  # only (e), many distinct tokens
+#   E_STORE=moka benches/run.sh       # (e) with the default token store (else compact)
 # Needs: the NGINX peer harness (PEERS_DIR, default ../shared/peers/nginx next to this repo),
 # oha (cargo install oha --locked), nginx + njs + lua modules (apt), node (stub JWT).
 set -euo pipefail
@@ -120,8 +121,9 @@ GH_RSS=$(awk '/VmRSS/{print $2}' "/proc/$GH_PID/status")
 # oha sends one fixed header).
 kill "$GH_PID" 2>/dev/null; wait "$GH_PID" 2>/dev/null || true
 GH_PID=""
+E_STORE=${E_STORE:-compact}
 start_many() { # n port admin_port
-  sed -e 's/max_ttl: 30s.*/max_ttl: 1h/' -e "s/127.0.0.1:28443/127.0.0.1:$2/" -e "s/127.0.0.1:29100/127.0.0.1:$3/" \
+  sed -e "s/max_ttl: 30s.*/max_ttl: 1h\n      store: $E_STORE/" -e "s/127.0.0.1:28443/127.0.0.1:$2/" -e "s/127.0.0.1:29100/127.0.0.1:$3/" \
     benches/nginx-harness.yaml > "$WORK/gatehouse-many-$1.yaml"
   CERT_DIR=$CERT_DIR BENCH_INTROSPECT_SECRET=gateway-secret GATEHOUSE_LOG=warn \
     target/release/gatehouse run -c "$WORK/gatehouse-many-$1.yaml" >> "$WORK/gatehouse.log" 2>&1 &
@@ -155,6 +157,12 @@ JWT_LEN=$(wc -c < "$WORK/stub.jwt")
 kill "${MANY_PIDS[@]}" 2>/dev/null || true
 
 # (e) in isolation: bytes per cached entry and raw lookups/s over a primed cache
-{ target/release/cache_memory "${BIG_CACHE:-1000000}" all; target/release/cache_memory "${BIG_CACHE:-1000000}" hot; } > "$WORK/cache-memory.tsv"
+{
+  for store in moka compact; do
+    target/release/cache_memory "$BIG" all "$store"
+    target/release/cache_memory "$BIG" hot "$store"
+  done
+} > "$WORK/cache-memory.tsv"
+echo "$E_STORE" > "$WORK/many-store.txt"
 
 python3 benches/summary.py "$RESULTS" "$run_start" "$CPU_LOG" "$WORK/burst.tsv" "$WORK/cache-memory.tsv" "$GH_RSS" "$WORK/many-tokens.tsv"

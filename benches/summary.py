@@ -47,8 +47,11 @@ for l in open(burst):
     p, n = l.split()
     print(f"  {p}: {n}")
 print()
-print("(e) many distinct tokens through the full chain (tokenload, random token per request;")
-print("    medians of the interleaved rounds):")
+import os
+store_file = os.path.join(os.path.dirname(many), "many-store.txt")
+store = open(store_file).read().strip() if os.path.exists(store_file) else "moka"
+print(f"(e) many distinct tokens through the full chain, cache.store: {store} (tokenload,")
+print("    random token per request; medians of the interleaved rounds):")
 print()
 print("| cached tokens | prime req/s (each a miss) | req/s (rounds) | p50 ms | p99 ms | non-200 | RSS growth per cached token | beyond the JWT | req/s vs 1k |")
 print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
