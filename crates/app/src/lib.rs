@@ -372,9 +372,24 @@ pub struct Gatehouse {
     reloader: Arc<Reloader>,
     ready: Readiness,
     drain: std::time::Duration,
+    /// Listener addresses the shards bind with `SO_REUSEPORT` (none when taking sockets
+    /// over in an upgrade): see [`Gatehouse::check_addresses_free`].
+    reuseport_addrs: Vec<std::net::SocketAddr>,
 }
 
 impl Gatehouse {
+    /// With one shard per thread every shard binds its listeners with `SO_REUSEPORT`, and
+    /// so would a second Gatehouse started on the same addresses by mistake: the kernel
+    /// would then split the connections between both without an error. Bind each such
+    /// address once without it first, so an address in use fails the start instead (call
+    /// before [`Gatehouse::run`]; `run --upgrade` takes sockets over and skips this).
+    pub fn check_addresses_free(&self) -> Result<(), String> {
+        for a in &self.reuseport_addrs {
+            std::net::TcpListener::bind(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Build everything from a validated config: load certificates, build filters, bind
     /// nothing yet (Pingora binds when it runs).
     pub fn build(loaded: &Loaded) -> Result<Self, BuildError> {
@@ -444,6 +459,11 @@ impl Gatehouse {
             } else {
                 1
             };
+        let reuseport_addrs = if shards > 1 && !upgrade {
+            c.listeners.iter().map(|l| l.listen).collect()
+        } else {
+            Vec::new()
+        };
         let mut listener_tls = Vec::new();
         for l in &c.listeners {
             listener_tls.push(match &l.tls {
@@ -519,6 +539,7 @@ impl Gatehouse {
             reloader,
             ready,
             drain: c.server.drain_delay.0,
+            reuseport_addrs,
         })
     }
 

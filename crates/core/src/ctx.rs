@@ -34,14 +34,22 @@ type Map = serde_json::Map<String, serde_json::Value>;
 pub struct Claims {
     /// `None`: only the hot fields were kept.
     json: Option<Box<str>>,
-    full: std::sync::OnceLock<Map>,
-    exp: Option<i64>,
+    full: std::sync::OnceLock<Box<Map>>,
+    /// Every granted scope (`scope` and Azure AD's `scp`, space-separated), `client_id` and
+    /// `sub`, one after the other in one allocation: see `ends` and `present`.
+    text: Box<str>,
+    /// Where the scopes and `client_id` end in `text` (`sub` runs to its end).
+    ends: [u32; 2],
+    exp: i64,
+    /// Which of the scopes, `client_id`, `sub` and `exp` the token has (`HAS_*` bits).
+    present: u8,
     cnf: Cnf,
-    /// Every granted scope (`scope` and Azure AD's `scp`), space-separated.
-    scopes: Option<Box<str>>,
-    client_id: Option<Box<str>>,
-    sub: Option<Box<str>>,
 }
+
+const HAS_SCOPES: u8 = 1;
+const HAS_CLIENT_ID: u8 = 2;
+const HAS_SUB: u8 = 4;
+const HAS_EXP: u8 = 8;
 
 /// The `cnf` claim as far as certificate binding is concerned.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -72,12 +80,12 @@ impl Claims {
     /// Already-parsed form, for claims used once (a JWT verified for this request).
     pub fn parsed(map: Map) -> Self {
         let c = Self::hot_fields(&map);
-        let _ = c.full.set(map);
+        let _ = c.full.set(Box::new(map));
         c
     }
 
     fn hot_fields(map: &Map) -> Self {
-        let s = |k: &str| map.get(k).and_then(|v| v.as_str()).map(Into::into);
+        let s = |k: &str| map.get(k).and_then(|v| v.as_str());
         let mut scopes: Vec<&str> = Vec::new();
         for k in ["scope", "scp"] {
             match map.get(k) {
@@ -97,14 +105,52 @@ impl Claims {
                 .and_then(decode_x5t_s256)
                 .map_or(Cnf::Unusable, Cnf::S256),
         };
+        let exp = map.get("exp").and_then(|v| v.as_i64());
+        let client_id = s("client_id");
+        let sub = s("sub");
+        let mut present = 0;
+        for (has, bit) in [
+            (!scopes.is_empty(), HAS_SCOPES),
+            (client_id.is_some(), HAS_CLIENT_ID),
+            (sub.is_some(), HAS_SUB),
+            (exp.is_some(), HAS_EXP),
+        ] {
+            if has {
+                present |= bit;
+            }
+        }
+        let mut text = scopes.join(" ");
+        let end = |t: &String| u32::try_from(t.len()).unwrap_or(u32::MAX);
+        let scopes_end = end(&text);
+        text.push_str(client_id.unwrap_or_default());
+        let client_id_end = end(&text);
+        text.push_str(sub.unwrap_or_default());
+        if end(&text) == u32::MAX {
+            // > 4 GiB of claims cannot pass the header and body limits; keep nothing
+            present &= HAS_EXP;
+            text.clear();
+        }
         Self {
             json: None,
             full: std::sync::OnceLock::new(),
-            exp: map.get("exp").and_then(|v| v.as_i64()),
+            text: text.into_boxed_str(),
+            ends: [scopes_end, client_id_end],
+            exp: exp.unwrap_or_default(),
+            present,
             cnf,
-            scopes: (!scopes.is_empty()).then(|| scopes.join(" ").into_boxed_str()),
-            client_id: s("client_id"),
-            sub: s("sub"),
+        }
+    }
+
+    /// One of the fields kept in `text`, if present.
+    fn text_field(&self, bit: u8) -> Option<&str> {
+        if self.present & bit == 0 {
+            return None;
+        }
+        let [a, b] = self.ends.map(|e| e as usize);
+        match bit {
+            HAS_SCOPES => self.text.get(..a),
+            HAS_CLIENT_ID => self.text.get(a..b),
+            _ => self.text.get(b..),
         }
     }
 
@@ -112,10 +158,12 @@ impl Claims {
     /// [`Claims::hot_only`]).
     pub fn map(&self) -> &Map {
         self.full.get_or_init(|| {
-            self.json
-                .as_deref()
-                .and_then(|j| serde_json::from_str(j).ok())
-                .unwrap_or_default()
+            Box::new(
+                self.json
+                    .as_deref()
+                    .and_then(|j| serde_json::from_str(j).ok())
+                    .unwrap_or_default(),
+            )
         })
     }
 
@@ -127,15 +175,15 @@ impl Claims {
     /// A string claim (the hot ones without parsing).
     pub fn str_claim(&self, name: &str) -> Option<&str> {
         match name {
-            "client_id" => self.client_id.as_deref(),
-            "sub" => self.sub.as_deref(),
+            "client_id" => self.text_field(HAS_CLIENT_ID),
+            "sub" => self.text_field(HAS_SUB),
             _ => self.get(name).and_then(|v| v.as_str()),
         }
     }
 
     /// `exp`, if the token has one.
     pub fn exp(&self) -> Option<i64> {
-        self.exp
+        (self.present & HAS_EXP != 0).then_some(self.exp)
     }
 
     /// Whether there is a `cnf` claim at all.
@@ -154,8 +202,7 @@ impl Claims {
     /// The granted scopes: `scope` (space-separated, RFC 9068) and Azure AD's `scp` (string
     /// or array).
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.scopes
-            .as_deref()
+        self.text_field(HAS_SCOPES)
             .unwrap_or_default()
             .split(' ')
             .filter(|x| !x.is_empty())
@@ -210,6 +257,32 @@ mod claims_tests {
         let scp = serde_json::json!({"scp": "p q"});
         let c = Claims::new(scp.as_object().cloned().unwrap_or_default());
         assert_eq!(c.scopes().collect::<Vec<_>>(), ["p", "q"]);
+    }
+
+    #[test]
+    fn absent_and_empty_hot_claims_stay_apart() {
+        let v = serde_json::json!({"client_id": "", "sub": "s", "exp": "not a number"});
+        for c in [
+            Claims::hot_only(v.as_object().unwrap()),
+            Claims::new(v.as_object().cloned().unwrap()),
+        ] {
+            assert_eq!(c.str_claim("client_id"), Some(""));
+            assert_eq!(c.str_claim("sub"), Some("s"));
+            assert_eq!(c.exp(), None);
+            assert_eq!(c.scopes().count(), 0);
+        }
+        let v = serde_json::json!({"scope": "a b", "exp": 0});
+        let c = Claims::hot_only(v.as_object().unwrap());
+        assert_eq!((c.str_claim("client_id"), c.str_claim("sub")), (None, None));
+        assert_eq!(c.exp(), Some(0));
+        assert_eq!(c.scopes().collect::<Vec<_>>(), ["a", "b"]);
+        let v = serde_json::json!({"client_id": "c"});
+        let c = Claims::hot_only(v.as_object().unwrap());
+        assert_eq!(
+            (c.str_claim("client_id"), c.str_claim("sub")),
+            (Some("c"), None)
+        );
+        assert_eq!(c.scopes().count(), 0);
     }
 
     #[test]

@@ -139,6 +139,9 @@ pub fn run(args: DemoArgs) -> ExitCode {
         Ok(g) => g,
         Err(e) => return fail(e.to_string()),
     };
+    if let Err(e) = gatehouse.check_addresses_free() {
+        return fail(e);
+    }
     let d = dir.display();
     let p = args.port;
     let a = args.auth_port;

@@ -16,6 +16,8 @@ use std::process::ExitCode;
 const EX_USAGE: u8 = 64;
 /// EX_SOFTWARE: the configuration validated but could not be started.
 const EX_SOFTWARE: u8 = 70;
+/// sysexits EX_UNAVAILABLE: a listen address is taken.
+const EX_UNAVAILABLE: u8 = 69;
 
 #[derive(Parser)]
 #[command(
@@ -143,6 +145,10 @@ fn main() -> ExitCode {
         Cmd::Run { config, upgrade } => {
             match gatehouse_app::Gatehouse::build_from_file_upgrading(&config, upgrade) {
                 Ok(g) => {
+                    if let Err(e) = g.check_addresses_free() {
+                        eprintln!("{}: {e}", config.display());
+                        return ExitCode::from(EX_UNAVAILABLE);
+                    }
                     g.run(None);
                     ExitCode::SUCCESS
                 }

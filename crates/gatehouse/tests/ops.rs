@@ -401,6 +401,58 @@ async fn graceful_upgrade_hands_the_listeners_to_a_new_process() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_second_gatehouse_on_taken_addresses_fails_to_start() {
+    let pki = TestPki::new();
+    let ua = Upstream::start().await;
+    let (port, admin) = (free_port(), free_port());
+    let file = pki.path("gatehouse.yaml");
+    std::fs::write(&file, render(&pki, "a", &ua, &ua, port, admin)).unwrap();
+    let _first = spawn_gatehouse(&file, &[], "warn");
+    wait_ready(admin).await;
+    // the same proxy address (its shards listen with SO_REUSEPORT), another admin port
+    let second = pki.path("second.yaml");
+    let text = render(&pki, "a", &ua, &ua, port, free_port());
+    std::fs::write(&second, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["run", "-c", &second])
+        .env("GATEHOUSE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    for _ in 0..200 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("a second Gatehouse started on 127.0.0.1:{port}, which another one serves");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    // the first one still has every connection
+    for _ in 0..8 {
+        let res = pki
+            .client(Some(&pki.pki.partner_a))
+            .get(format!("https://localhost:{port}/api/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn metrics_pass_promtool_check() {
     let pki = TestPki::new();
     let (ua, ub) = (Upstream::start().await, Upstream::start().await);

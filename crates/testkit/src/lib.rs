@@ -184,13 +184,24 @@ fn expand(yaml: &str, vars: &[(String, String)]) -> String {
     out
 }
 
-/// A loopback port nobody listens on right now.
+/// A loopback port nobody listens on right now, and never handed out before in this
+/// process. Proxies listen with `SO_REUSEPORT` (one socket per shard), so two tests given
+/// the same port would both bind it and the kernel would spread each test's connections
+/// over both proxies; the kernel may well return a port again once it is closed.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 struct TestShutdown(Arc<tokio::sync::Notify>);
@@ -232,6 +243,7 @@ impl Proxy {
         std::fs::write(&config_path, expand(yaml, &all)).unwrap();
         let gh = gatehouse_app::Gatehouse::build_from_file(&config_path)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        gh.check_addresses_free().unwrap();
         let reloader = gh.reloader();
         let stop = Arc::new(tokio::sync::Notify::new());
         let signal = TestShutdown(stop.clone());
