@@ -177,7 +177,7 @@ impl IdentityMatcher {
             }
         }
         if let Some(e) = &self.san_email {
-            if !c.san_email.iter().any(|x| x == e) {
+            if !c.san_email.iter().any(|x| email_matches(e, x)) {
                 return false;
             }
         }
@@ -185,13 +185,23 @@ impl IdentityMatcher {
     }
 }
 
-/// `*.partner.example` matches exactly one extra leftmost label; otherwise exact.
+/// `*.partner.example` matches exactly one extra leftmost label; otherwise exact. DNS names
+/// compare without regard to ASCII case (RFC 4343, RFC 5280 §7.2).
 fn dns_matches(pattern: &str, name: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(suffix) => name
             .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
-        None => pattern == name,
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix)),
+        None => pattern.eq_ignore_ascii_case(name),
+    }
+}
+
+/// rfc822Name: the local part exactly, the domain without regard to ASCII case (RFC 5280
+/// §7.5).
+fn email_matches(pattern: &str, email: &str) -> bool {
+    match (pattern.rsplit_once('@'), email.rsplit_once('@')) {
+        (Some((pl, pd)), Some((el, ed))) => pl == el && pd.eq_ignore_ascii_case(ed),
+        _ => pattern == email,
     }
 }
 
@@ -328,6 +338,37 @@ mod tests {
                 },
                 Identity {
                     san_email: Some("Ops@partner-a.example".into()),
+                    ..Default::default()
+                },
+            ),
+            // DNS names and the domain of an email address ignore ASCII case
+            (
+                Identity {
+                    san_dns: Some("API.Partner-A.example".into()),
+                    ..Default::default()
+                },
+                Identity {
+                    san_dns: Some("api.partner-b.example".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                Identity {
+                    san_dns: Some("*.PARTNER-A.example".into()),
+                    ..Default::default()
+                },
+                Identity {
+                    san_dns: Some("*.api.partner-a.example".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                Identity {
+                    san_email: Some("ops@Partner-A.EXAMPLE".into()),
+                    ..Default::default()
+                },
+                Identity {
+                    san_email: Some("ops@partner-a.example.org".into()),
                     ..Default::default()
                 },
             ),
