@@ -29,20 +29,18 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let metrics = Metrics::new();
     let token = "bench-opaque-token-0001".to_owned();
-    let (server, _cache) = rt.block_on(gatehouse_benches::primed_server(
-        std::slice::from_ref(&token),
-        &x5t,
-        metrics.clone(),
-        true,
-        gatehouse_config::CacheStore::Moka,
-    ));
-    let (compact, _compact_cache) = rt.block_on(gatehouse_benches::primed_server(
-        std::slice::from_ref(&token),
-        &x5t,
-        metrics.clone(),
-        true,
-        gatehouse_config::CacheStore::Compact,
-    ));
+    let primed = |store| {
+        rt.block_on(gatehouse_benches::primed_server(
+            std::slice::from_ref(&token),
+            &x5t,
+            metrics.clone(),
+            true,
+            store,
+        ))
+        .0
+    };
+    let server = primed(gatehouse_config::CacheStore::Moka);
+    let compact = primed(gatehouse_config::CacheStore::Compact);
 
     let subject = IdentityMatcher::new(&Identity {
         subject: Some("CN=partner-a, O=partner-a Ltd".into()),

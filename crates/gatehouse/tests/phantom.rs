@@ -324,6 +324,17 @@ fn in_store(cache: &str, store: &str) -> String {
     cache.replacen("{ ", &format!("{{ store: {store}, "), 1)
 }
 
+/// The usual RFC 9701 config with [`CACHE`] in the token store `store`.
+fn cached_in(store: &str) -> String {
+    yaml(
+        "token-introspection+jwt",
+        BASIC,
+        "as_issued",
+        &in_store(CACHE, store),
+        "",
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_hundred_concurrent_first_uses_make_one_introspection_call() {
     burst_of_first_uses("moka").await;
@@ -340,14 +351,7 @@ async fn burst_of_first_uses(store: &str) {
     // not turn the one slow call into a 503
     let gh = start(
         &s,
-        &yaml(
-            "token-introspection+jwt",
-            BASIC,
-            "as_issued",
-            &in_store(CACHE, store),
-            "",
-        )
-        .replace("timeout: 2s", "timeout: 10s"),
+        &cached_in(store).replace("timeout: 2s", "timeout: 10s"),
         &[],
     )
     .await;
@@ -484,18 +488,7 @@ async fn cache_ttl_is_bounded_by_the_token_exp_compact_store() {
 
 async fn cache_ttl_bounded_by_exp(store: &str) {
     let s = setup(vec![]).await;
-    let gh = start(
-        &s,
-        &yaml(
-            "token-introspection+jwt",
-            BASIC,
-            "as_issued",
-            &in_store(CACHE, store),
-            "",
-        ),
-        &[],
-    )
-    .await;
+    let gh = start(&s, &cached_in(store), &[]).await;
     let mut extra = serde_json::Map::new();
     extra.insert("exp".into(), serde_json::json!(gatehouse_jwt::now() + 2));
     let token = s
