@@ -110,32 +110,39 @@ struct Acceptor {
 const MAX_CHAINS: usize = 10_000;
 
 impl Acceptor {
-    fn chain_for(&self, ssl: &TlsRef, leaf: &X509) -> Vec<X509> {
+    /// The intermediates to verify `leaf` with: those sent in this handshake or, for a
+    /// resumed session (which brings back the leaf only), those remembered from its full
+    /// handshake. The second value is the table key, when the chain should be remembered.
+    fn chain_for(&self, ssl: &TlsRef, leaf: &X509) -> (Vec<X509>, Option<[u8; 32]>) {
         let sent: Vec<X509> = ssl
             .peer_cert_chain()
             .map(|s| s.iter().map(|c| c.to_owned()).collect())
             .unwrap_or_default();
         let Ok(digest) = leaf.digest(openssl::hash::MessageDigest::sha256()) else {
-            return sent;
+            return (sent, None);
         };
         let mut key = [0u8; 32];
         key.copy_from_slice(&digest[..32.min(digest.len())]);
-        let Ok(mut chains) = self.chains.lock() else {
-            return sent;
-        };
         if !sent.is_empty() {
+            return (sent, Some(key));
+        }
+        if ssl.session_reused() {
+            if let Some(c) = self.chains.lock().ok().and_then(|t| t.get(&key).cloned()) {
+                return (c.as_ref().clone(), None);
+            }
+        }
+        (sent, None)
+    }
+
+    /// Remember the chain a verified leaf came with, for its resumed sessions (only
+    /// verified ones: anything else is rejected again on resumption anyway).
+    fn remember_chain(&self, key: [u8; 32], chain: Vec<X509>) {
+        if let Ok(mut chains) = self.chains.lock() {
             if chains.len() >= MAX_CHAINS {
                 chains.clear();
             }
-            chains.insert(key, Arc::new(sent.clone()));
-            return sent;
+            chains.insert(key, Arc::new(chain));
         }
-        if ssl.session_reused() {
-            if let Some(c) = chains.get(&key) {
-                return c.as_ref().clone();
-            }
-        }
-        sent
     }
 }
 
@@ -174,8 +181,15 @@ impl TlsAccept for Acceptor {
             return None;
         };
         let conn = ssl.peer_certificate().and_then(|leaf| {
-            let chain = self.chain_for(ssl, &leaf);
-            inspect_memo(leaf, chain, trust, Some(&m.verified), gatehouse_jwt::now())
+            let (chain, remember) = self.chain_for(ssl, &leaf);
+            let kept = remember.map(|k| (k, chain.clone()));
+            let conn = inspect_memo(leaf, chain, trust, Some(&m.verified), gatehouse_jwt::now());
+            if let (Some((key, chain)), Some(c)) = (kept, &conn) {
+                if c.failure.is_none() {
+                    self.remember_chain(key, chain);
+                }
+            }
+            conn
         });
         let state = match &conn {
             None => "none",

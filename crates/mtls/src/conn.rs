@@ -38,9 +38,17 @@ pub fn inspect_memo(
     now: i64,
 ) -> Option<ConnCert> {
     let der = leaf.to_der().ok()?;
-    let chain_der: Vec<Vec<u8>> = chain.iter().filter_map(|c| c.to_der().ok()).collect();
-    // a store that checks revocation may change its verdict at any time: never memoized
-    let memo = memo.filter(|_| !trust.checks_revocation());
+    let all_der: Result<Vec<Vec<u8>>, _> = chain.iter().map(|c| c.to_der()).collect();
+    let complete = all_der.is_ok();
+    let chain_der: Vec<Vec<u8>> = match all_der {
+        Ok(d) => d,
+        Err(_) => chain.iter().filter_map(|c| c.to_der().ok()).collect(),
+    };
+    let chain_bytes: usize = chain_der.iter().map(Vec::len).sum();
+    // memoized only when the key covers exactly what is verified, never for a store whose
+    // verdict may change at any time (revocation), and not for oversized chains (memory)
+    let memo = memo
+        .filter(|_| complete && chain_bytes <= MAX_MEMO_CHAIN_BYTES && !trust.checks_revocation());
     let key = memo.map(|_| VerifiedLeaves::key(&der, &chain_der));
     if let (Some(m), Some(k)) = (memo, &key) {
         if let Some(cert) = m.get(k, now) {
@@ -68,8 +76,8 @@ pub fn inspect_memo(
             let failure = match verdict {
                 Ok((_, path)) => {
                     if let (Some(m), Some(k), Some(path)) = (memo, key, path) {
-                        if let Some(until) = earliest_not_after(&path) {
-                            m.put(k, until, cert.clone(), now);
+                        if let Some(window) = validity_window(&path) {
+                            m.put(k, window, cert.clone(), now);
                         }
                     }
                     None
@@ -90,6 +98,8 @@ pub fn inspect_memo(
 
 /// Most verified certificates remembered per listener (then the memo starts over).
 const MAX_VERIFIED: usize = 4096;
+/// Intermediates (DER bytes) beyond which a verification is not remembered.
+const MAX_MEMO_CHAIN_BYTES: usize = 16 * 1024;
 
 /// Client certificates a listener has verified, so a partner that reconnects without
 /// resuming its TLS session does not pay for the chain's signature checks (and the parse)
@@ -104,8 +114,9 @@ pub struct VerifiedLeaves {
     map: Mutex<HashMap<[u8; 32], Remembered>>,
 }
 
-/// Until when (seconds since the Unix epoch) a verified certificate may be reused.
-type Remembered = (i64, Arc<ClientCert>);
+/// From when until when (seconds since the Unix epoch: the latest `notBefore` and the
+/// earliest `notAfter` on its verified path) a verified certificate may be reused.
+type Remembered = ((i64, i64), Arc<ClientCert>);
 
 impl VerifiedLeaves {
     fn key(leaf_der: &[u8], chain_der: &[Vec<u8>]) -> [u8; 32] {
@@ -121,19 +132,19 @@ impl VerifiedLeaves {
     fn get(&self, key: &[u8; 32], now: i64) -> Option<Arc<ClientCert>> {
         let map = self.map.lock().ok()?;
         map.get(key)
-            .filter(|(until, _)| now < *until)
+            .filter(|((from, until), _)| *from <= now && now < *until)
             .map(|(_, c)| c.clone())
     }
 
-    fn put(&self, key: [u8; 32], until: i64, cert: Arc<ClientCert>, now: i64) {
+    fn put(&self, key: [u8; 32], window: (i64, i64), cert: Arc<ClientCert>, now: i64) {
         if let Ok(mut map) = self.map.lock() {
             if map.len() >= MAX_VERIFIED {
-                map.retain(|_, (u, _)| now < *u);
+                map.retain(|_, ((_, u), _)| now < *u);
                 if map.len() >= MAX_VERIFIED {
                     map.clear();
                 }
             }
-            map.insert(key, (until, cert));
+            map.insert(key, (window, cert));
         }
     }
 
@@ -148,17 +159,20 @@ impl VerifiedLeaves {
     }
 }
 
-/// The earliest `notAfter` of `path`, in seconds since the Unix epoch.
-fn earliest_not_after(path: &[openssl::x509::X509]) -> Option<i64> {
+/// When every certificate of `path` is valid: the latest `notBefore` and the earliest
+/// `notAfter`, in seconds since the Unix epoch (the clock may also step back).
+fn validity_window(path: &[openssl::x509::X509]) -> Option<(i64, i64)> {
     let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
-    path.iter()
-        .map(|c| {
-            let d = epoch.diff(c.not_after()).ok()?;
-            Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
-        })
-        .collect::<Option<Vec<i64>>>()?
-        .into_iter()
-        .min()
+    let secs = |t: &openssl::asn1::Asn1TimeRef| {
+        let d = epoch.diff(t).ok()?;
+        Some(i64::from(d.days) * 86_400 + i64::from(d.secs))
+    };
+    let mut window = (i64::MIN, i64::MAX);
+    for c in path {
+        window.0 = window.0.max(secs(c.not_before())?);
+        window.1 = window.1.min(secs(c.not_after())?);
+    }
+    (!path.is_empty()).then_some(window)
 }
 
 #[cfg(test)]
@@ -221,11 +235,17 @@ mod tests {
             &pki.partner_a.cert.to_der().unwrap(),
             &[chain[0].to_der().unwrap()],
         );
-        let (until, _) = *memo.map.lock().unwrap().get(&key).unwrap();
-        let leaf_not_after = earliest_not_after(std::slice::from_ref(&pki.partner_a.cert)).unwrap();
-        assert_eq!(until, leaf_not_after);
+        let ((from, until), _) = *memo.map.lock().unwrap().get(&key).unwrap();
+        let (leaf_from, leaf_until) =
+            validity_window(std::slice::from_ref(&pki.partner_a.cert)).unwrap();
+        assert_eq!(until, leaf_until);
+        // the leaf was issued last: its notBefore is the latest on the path
+        assert_eq!(from, leaf_from);
         assert!(memo.get(&key, until).is_none());
         assert!(memo.get(&key, until - 1).is_some());
+        // nor before the path became valid (a clock stepped back)
+        assert!(memo.get(&key, from - 1).is_none());
+        assert!(memo.get(&key, from).is_some());
     }
 
     #[test]
@@ -257,11 +277,25 @@ mod tests {
             &leaf.cert.to_der().unwrap(),
             &[short_ca.cert.to_der().unwrap()],
         );
-        let (until, _) = *memo.map.lock().unwrap().get(&key).unwrap();
+        let ((_, until), _) = *memo.map.lock().unwrap().get(&key).unwrap();
         assert!(
             until <= now + 600 + 5 && until >= now + 600 - 5,
             "{until} vs {now}"
         );
+    }
+
+    #[test]
+    fn oversized_chains_are_verified_every_time() {
+        let pki = Pki::generate().unwrap();
+        let trust = root_only(&pki);
+        let memo = VerifiedLeaves::default();
+        // the intermediate sent over and over: valid, but kept out of the memo
+        let padded: Vec<_> = (0..64).map(|_| pki.partner_a.chain[0].clone()).collect();
+        let bytes: usize = padded.iter().map(|c| c.to_der().unwrap().len()).sum();
+        assert!(bytes > MAX_MEMO_CHAIN_BYTES);
+        let c = inspect_at(&pki, &padded, &trust, &memo, unix_now());
+        assert_eq!(c.failure, None);
+        assert!(memo.is_empty());
     }
 
     #[test]

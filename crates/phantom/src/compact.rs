@@ -9,7 +9,8 @@
 //!
 //! - Keys are SHA-256 digests of tokens; the index hashes them again with a per-process
 //!   random key, so nobody can grind tokens into one bucket.
-//! - 64 shards, each behind its own mutex (held for a lookup, never across an await).
+//! - Up to 64 shards, each behind its own mutex (held for a lookup, never across an
+//!   await).
 //! - Eviction at capacity: CLOCK (second chance); a hit sets the slot's reference bit.
 //! - Expiry per entry (`keep_for` of the value); expired entries are dropped when read,
 //!   when the clock hand passes them, and a few per insert by a sweeping hand.
@@ -29,7 +30,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::watch;
 
-const SHARDS: usize = 64;
+/// Most shards; small caches get fewer, so each shard holds at least [`MIN_PER_SHARD`]
+/// entries and an uneven spread of keys does not evict early.
+const MAX_SHARDS: u64 = 64;
+const MIN_PER_SHARD: u64 = 1024;
 /// Slots the sweeping hand checks for expiry on each insert.
 const SWEEP_PER_INSERT: usize = 2;
 
@@ -72,13 +76,15 @@ pub struct CompactCache {
 }
 
 impl CompactCache {
-    /// A cache of at most `max_entries` tokens (rounded up to a multiple of 64).
+    /// A cache of at most `max_entries` tokens (rounded up to a multiple of its shard
+    /// count).
     pub fn new(max_entries: u64) -> Self {
-        let per_shard = usize::try_from(max_entries.div_ceil(SHARDS as u64))
+        let shards = (max_entries / MIN_PER_SHARD).clamp(1, MAX_SHARDS);
+        let per_shard = usize::try_from(max_entries.div_ceil(shards))
             .unwrap_or(usize::MAX)
             .clamp(1, u32::MAX as usize);
         Self {
-            shards: (0..SHARDS)
+            shards: (0..shards)
                 .map(|_| Shard {
                     inner: Mutex::new(Inner::default()),
                     capacity: per_shard,
@@ -95,7 +101,8 @@ impl CompactCache {
     }
 
     fn expiry(&self, v: &CachedToken) -> u64 {
-        self.now().saturating_add(v.keep_for.as_millis() as u64)
+        let keep = u64::try_from(v.keep_for.as_millis()).unwrap_or(u64::MAX);
+        self.now().saturating_add(keep)
     }
 
     fn hash(&self, key: &TokenKey) -> u64 {
@@ -105,7 +112,7 @@ impl CompactCache {
     /// The shard for a hash: bits the index does not use for buckets (low bits) or tags
     /// (the top 7).
     fn shard(&self, h: u64) -> &Shard {
-        &self.shards[((h >> 40) as usize) % SHARDS]
+        &self.shards[((h >> 40) as usize) % self.shards.len()]
     }
 
     fn lock<'a>(&self, shard: &'a Shard) -> MutexGuard<'a, Inner> {
@@ -349,17 +356,19 @@ mod tests {
 
     #[tokio::test]
     async fn capacity_holds_and_a_used_entry_outlives_unused_ones() {
-        let c = CompactCache::new(640); // 10 per shard
+        let c = CompactCache::new(4096); // 4 shards of 1,024
+        assert_eq!(c.shards.len(), 4);
         c.insert(key(0), entry(60_000)).await;
-        for n in 1..5_000 {
+        for n in 1..20_000 {
             assert!(c.get(&key(0)).await.is_some(), "evicted after {n} inserts");
             c.insert(key(n), entry(60_000)).await;
-            assert!(c.entry_count() <= 640);
+            assert!(c.entry_count() <= 4096);
         }
-        assert!(c.entry_count() >= 600, "{}", c.entry_count());
+        // every shard is full
+        assert_eq!(c.entry_count(), 4096);
         // slots are reused, never grown past the capacity
         let slots: usize = c.shards.iter().map(|s| c.lock(s).slots.len()).sum();
-        assert!(slots <= 640, "{slots}");
+        assert_eq!(slots, 4096);
     }
 
     #[tokio::test]
