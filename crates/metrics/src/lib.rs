@@ -29,8 +29,9 @@ pub struct Metrics {
     /// Time until expiry of accepted client certificates, by issuer CN of a trusted CA
     /// (seconds, per Prometheus base units; buckets from 1 day to 2 years).
     pub client_cert_expiry: HistogramVec,
-    /// Soonest `notAfter` (Unix seconds) among accepted client certificates.
-    pub client_cert_soonest_expiry: IntGauge,
+    /// Soonest `notAfter` (Unix seconds) among client certificates accepted in the last
+    /// 24 hours.
+    pub client_cert_soonest_expiry: std::sync::Arc<SoonestExpiry>,
     /// TLS handshakes completed by listener and client-certificate state.
     pub tls_handshakes: IntCounterVec,
     pub tls_handshakes_started: IntCounterVec,
@@ -205,12 +206,13 @@ impl Metrics {
             &["issuer"],
             [1.0, 7.0, 14.0, 30.0, 60.0, 90.0, 180.0, 365.0, 730.0].iter().map(|d| d * DAY).collect(),
         );
-        let client_cert_soonest_expiry = IntGauge::new(
+        let soonest_gauge = IntGauge::new(
             "gatehouse_client_cert_soonest_expiry_timestamp_seconds",
-            "Soonest notAfter among accepted client certificates.",
+            "Soonest notAfter among client certificates accepted in the last 24 hours.",
         )
         .unwrap_or_else(|e| unreachable_metric("soonest", e));
-        register(&r, Box::new(client_cert_soonest_expiry.clone()));
+        register(&r, Box::new(soonest_gauge.clone()));
+        let client_cert_soonest_expiry = std::sync::Arc::new(SoonestExpiry::new(soonest_gauge));
         let tls_handshakes = counter(
             &r,
             "gatehouse_tls_handshakes_total",
@@ -356,8 +358,90 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// The soonest `notAfter` among the client certificates accepted in the last
+/// [`SoonestExpiry::WINDOW`] seconds. A partner that rotated its certificate stops holding
+/// the gauge (and the alert on it) at the old one's expiry once the window has passed.
+pub struct SoonestExpiry {
+    gauge: IntGauge,
+    seen: std::sync::Mutex<SeenCerts>,
+}
+
+#[derive(Default)]
+struct SeenCerts {
+    /// SHA-256 of a certificate → (its notAfter, when it was last accepted).
+    certs: std::collections::HashMap<[u8; 32], (i64, i64)>,
+    next_recompute: i64,
+}
+
+impl SoonestExpiry {
+    /// How long an accepted certificate counts, in seconds.
+    pub const WINDOW: i64 = 86_400;
+    /// Certificates tracked at most (the least recently accepted make room).
+    const MAX_TRACKED: usize = 4096;
+    /// The gauge is recomputed when a new certificate arrives and otherwise at most this
+    /// often, in seconds.
+    const RECOMPUTE_EVERY: i64 = 60;
+
+    fn new(gauge: IntGauge) -> Self {
+        Self {
+            gauge,
+            seen: Default::default(),
+        }
+    }
+
+    /// A certificate (by SHA-256) with this `notAfter` was accepted at `now` (Unix seconds).
+    pub fn observe(&self, sha256: [u8; 32], not_after: i64, now: i64) {
+        let Ok(mut s) = self.seen.lock() else {
+            return;
+        };
+        let new = s.certs.insert(sha256, (not_after, now)).is_none();
+        if !new && now < s.next_recompute {
+            return;
+        }
+        s.certs.retain(|_, (_, seen)| now - *seen <= Self::WINDOW);
+        if s.certs.len() > Self::MAX_TRACKED {
+            let mut seen: Vec<i64> = s.certs.values().map(|(_, t)| *t).collect();
+            seen.sort_unstable();
+            let cut = seen[seen.len() - Self::MAX_TRACKED];
+            s.certs.retain(|_, (_, t)| *t >= cut);
+        }
+        self.gauge
+            .set(s.certs.values().map(|(n, _)| *n).min().unwrap_or(0));
+        s.next_recompute = now + Self::RECOMPUTE_EVERY;
+    }
+
+    /// The gauge's value (0: none accepted in the window).
+    pub fn get(&self) -> i64 {
+        self.gauge.get()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn soonest_expiry_forgets_certificates_not_seen_for_a_day() {
+        let m = Metrics::new();
+        let s = &m.client_cert_soonest_expiry;
+        let t0 = 1_800_000_000;
+        s.observe([1; 32], t0 + 10 * 86_400, t0); // old certificate, expires soon
+        s.observe([2; 32], t0 + 300 * 86_400, t0); // its replacement
+        assert_eq!(s.get(), t0 + 10 * 86_400);
+        // only the replacement connects from now on
+        s.observe([2; 32], t0 + 300 * 86_400, t0 + 3600);
+        assert_eq!(s.get(), t0 + 10 * 86_400, "still within the day");
+        s.observe([2; 32], t0 + 300 * 86_400, t0 + SoonestExpiry::WINDOW + 61);
+        assert_eq!(s.get(), t0 + 300 * 86_400);
+        // a new certificate that expires sooner shows at once
+        s.observe([3; 32], t0 + 86_400, t0 + SoonestExpiry::WINDOW + 62);
+        assert_eq!(s.get(), t0 + 86_400);
+        let text = String::from_utf8(m.render()).unwrap_or_default();
+        let line = format!(
+            "gatehouse_client_cert_soonest_expiry_timestamp_seconds {}",
+            t0 + 86_400
+        );
+        assert!(text.contains(&line), "{text}");
+    }
+
     use super::*;
 
     #[test]

@@ -371,10 +371,11 @@ impl Filter for ClientCertFilter {
                 .client_cert_expiry
                 .with_label_values(&[&issuer_cn])
                 .observe(left);
-            let soonest = &self.metrics.client_cert_soonest_expiry;
-            if soonest.get() == 0 || cert.not_after < soonest.get() {
-                soonest.set(cert.not_after);
-            }
+            self.metrics.client_cert_soonest_expiry.observe(
+                cert.sha256,
+                cert.not_after,
+                unix_now(),
+            );
         }
         forward_headers(
             &self.forward,
