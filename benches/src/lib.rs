@@ -7,7 +7,6 @@ use gatehouse_phantom::{
     ActiveToken, AuthServer, CachePolicy, CachedToken, ClientAuth, CompactCache, Introspector,
     MokaCache, TokenCache,
 };
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,9 +51,9 @@ pub fn entry(x5t: &str, i: u64, full_claims: bool) -> Arc<CachedToken> {
     })
 }
 
-/// The cache key of a token.
+/// The cache key of a token (for routes forwarding the authorization server's JWT).
 pub fn key(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+    gatehouse_phantom::cache_key(token, gatehouse_config::ForwardJwt::AsIssued)
 }
 
 /// An authorization server whose cache already holds `tokens` (introspection is never

@@ -260,6 +260,52 @@ async fn application_jwt_and_json_with_gatehouse_signed_jwt() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn routes_forwarding_different_jwts_from_one_authorization_server_each_get_theirs() {
+    let s = setup(vec![]).await;
+    let key_path = s.pki.path("gatehouse-signing.key");
+    std::fs::write(&key_path, s.pki.pki.partner_b.key_pem().unwrap()).unwrap();
+    let top = format!("token_signing: {{ key_file: {key_path}, key_id: gh1, issuer: https://gatehouse.internal }}");
+    let config = yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, &top)
+        + "  - name: signed
+    match: { path_prefix: /signed/ }
+    upstream: app
+    filters:
+      - kind: client_cert
+      - kind: phantom_token
+        authorization_server: dev
+        forward_jwt: signed_by_gatehouse
+";
+    let gh = start(&s, &config, &[]).await;
+    let c = s.pki.client(Some(&s.pki.pki.partner_a));
+    let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
+    // both orders, twice: each route forwards its own kind of JWT, from the cache too
+    for path in ["/api/x", "/signed/x", "/signed/x", "/api/x"] {
+        let res = c
+            .get(gh.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let auth = s.up.last().unwrap().headers["authorization"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let claims = jwt_payload(auth.strip_prefix("Bearer ").unwrap());
+        // the AS's RFC 9701 response nests the claims; Gatehouse's JWT carries them flat
+        let (iss, inner) = if path.starts_with("/signed/") {
+            ("https://gatehouse.internal".to_owned(), &claims)
+        } else {
+            (s.auth.issuer(), &claims["token_introspection"])
+        };
+        assert_eq!(claims["iss"], iss, "{path}");
+        assert_eq!(inner["client_id"], "partner-a", "{path}: {claims}");
+    }
+    // one introspection per forwarding mode, then hits
+    assert_eq!(s.auth.introspections(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rfc6750_errors_for_missing_malformed_and_inactive_tokens() {
     let s = setup(vec![]).await;
     let gh = start(

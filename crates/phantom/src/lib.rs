@@ -162,7 +162,7 @@ impl AuthServer {
         token: &str,
         forward: ForwardJwt,
     ) -> Result<Arc<CachedToken>, IntrospectError> {
-        let key: TokenKey = Sha256::digest(token.as_bytes()).into();
+        let key = cache_key(token, forward);
         let count = |r: &str| self.metrics.token_cache.with_label_values(&[r]).inc();
         if let Some(e) = self.cache.get(&key).await {
             if Instant::now() < e.fresh_until {
@@ -250,6 +250,19 @@ impl AuthServer {
             )
             .await;
     }
+}
+
+/// The cache key of `token` for routes forwarding `forward`: SHA-256 of the token (never
+/// the token itself), domain-separated by the forwarding mode, because an entry holds the
+/// JWT to forward (the authorization server's, or one Gatehouse signed) and two routes of
+/// one authorization server may forward differently.
+pub fn cache_key(token: &str, forward: ForwardJwt) -> TokenKey {
+    let mut h = Sha256::new();
+    if forward == ForwardJwt::SignedByGatehouse {
+        h.update(b"gatehouse-signed\0");
+    }
+    h.update(token.as_bytes());
+    h.finalize().into()
 }
 
 /// The `phantom_token` filter.
