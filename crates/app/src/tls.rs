@@ -110,28 +110,30 @@ struct Acceptor {
 const MAX_CHAINS: usize = 10_000;
 
 impl Acceptor {
-    /// The intermediates to verify `leaf` with: those sent in this handshake or, for a
-    /// resumed session (which brings back the leaf only), those remembered from its full
-    /// handshake. The second value is the table key, when the chain should be remembered.
-    fn chain_for(&self, ssl: &TlsRef, leaf: &X509) -> (Vec<X509>, Option<[u8; 32]>) {
+    /// The intermediates to verify `leaf` with: those sent in this handshake (`true`: to
+    /// be remembered once verified) or, for a resumed session (which brings back the leaf
+    /// only), those remembered from its full handshake.
+    fn chain_for(&self, ssl: &TlsRef, leaf: &X509) -> (Vec<X509>, bool) {
         let sent: Vec<X509> = ssl
             .peer_cert_chain()
             .map(|s| s.iter().map(|c| c.to_owned()).collect())
             .unwrap_or_default();
-        let Ok(digest) = leaf.digest(openssl::hash::MessageDigest::sha256()) else {
-            return (sent, None);
-        };
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&digest[..32.min(digest.len())]);
         if !sent.is_empty() {
-            return (sent, Some(key));
+            return (sent, true);
         }
         if ssl.session_reused() {
-            if let Some(c) = self.chains.lock().ok().and_then(|t| t.get(&key).cloned()) {
-                return (c.as_ref().clone(), None);
+            // only here is the leaf hashed for the table: a full handshake's key is the
+            // SHA-256 its certificate parse computes anyway
+            let remembered = leaf
+                .digest(openssl::hash::MessageDigest::sha256())
+                .ok()
+                .and_then(|d| <[u8; 32]>::try_from(&d[..]).ok())
+                .and_then(|key| self.chains.lock().ok()?.get(&key).cloned());
+            if let Some(c) = remembered {
+                return (c.as_ref().clone(), false);
             }
         }
-        (sent, None)
+        (sent, false)
     }
 
     /// Remember the chain a verified leaf came with, for its resumed sessions (only
@@ -181,12 +183,12 @@ impl TlsAccept for Acceptor {
             return None;
         };
         let conn = ssl.peer_certificate().and_then(|leaf| {
-            let (chain, remember) = self.chain_for(ssl, &leaf);
-            let kept = remember.map(|k| (k, chain.clone()));
+            let (chain, sent) = self.chain_for(ssl, &leaf);
+            let kept = sent.then(|| chain.clone());
             let conn = inspect_memo(leaf, chain, trust, Some(&m.verified), gatehouse_jwt::now());
-            if let (Some((key, chain)), Some(c)) = (kept, &conn) {
+            if let (Some(chain), Some(c)) = (kept, &conn) {
                 if c.failure.is_none() {
-                    self.remember_chain(key, chain);
+                    self.remember_chain(c.cert.sha256, chain);
                 }
             }
             conn

@@ -218,6 +218,13 @@ async fn readyz(admin: u16) -> u16 {
         .unwrap_or(0)
 }
 
+/// `render(pki, "a", ua, ua, port, admin)` written to `name` in the PKI directory; its path.
+fn config_file(pki: &TestPki, name: &str, ua: &Upstream, port: u16, admin: u16) -> String {
+    let file = pki.path(name);
+    std::fs::write(&file, render(pki, "a", ua, ua, port, admin)).unwrap();
+    file
+}
+
 /// Poll `/readyz` until it answers 200 (at most 10 s; the caller asserts what it needs).
 async fn wait_ready(admin: u16) {
     for _ in 0..200 {
@@ -405,14 +412,11 @@ async fn a_second_gatehouse_on_taken_addresses_fails_to_start() {
     let pki = TestPki::new();
     let ua = Upstream::start().await;
     let (port, admin) = (free_port(), free_port());
-    let file = pki.path("gatehouse.yaml");
-    std::fs::write(&file, render(&pki, "a", &ua, &ua, port, admin)).unwrap();
+    let file = config_file(&pki, "gatehouse.yaml", &ua, port, admin);
     let _first = spawn_gatehouse(&file, &[], "warn");
     wait_ready(admin).await;
     // the same proxy address (its shards listen with SO_REUSEPORT), another admin port
-    let second = pki.path("second.yaml");
-    let text = render(&pki, "a", &ua, &ua, port, free_port());
-    std::fs::write(&second, text).unwrap();
+    let second = config_file(&pki, "second.yaml", &ua, port, free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(["run", "-c", &second])
         .env("GATEHOUSE_LOG", "warn")
@@ -490,8 +494,7 @@ async fn failed_tls_handshakes_are_counted_by_reason() {
     let pki = TestPki::new();
     let ua = Upstream::start().await;
     let (port, admin) = (free_port(), free_port());
-    let file = pki.path("gatehouse.yaml");
-    std::fs::write(&file, render(&pki, "a", &ua, &ua, port, admin)).unwrap();
+    let file = config_file(&pki, "gatehouse.yaml", &ua, port, admin);
     // the log is off: the handshake failures are counted whatever the log level
     let _child = spawn_gatehouse(&file, &[], "off");
     let metrics = || async {

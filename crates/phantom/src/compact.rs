@@ -100,11 +100,6 @@ impl CompactCache {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn expiry(&self, v: &CachedToken) -> u64 {
-        let keep = u64::try_from(v.keep_for.as_millis()).unwrap_or(u64::MAX);
-        self.now().saturating_add(keep)
-    }
-
     fn hash(&self, key: &TokenKey) -> u64 {
         self.hasher.hash_one(key)
     }
@@ -146,14 +141,15 @@ impl CompactCache {
 
     /// Insert or replace; at capacity the CLOCK hand makes room.
     fn put_locked(&self, g: &mut Inner, cap: usize, h: u64, key: TokenKey, v: Arc<CachedToken>) {
-        let expires = self.expiry(&v);
+        let now = self.now();
+        let keep = u64::try_from(v.keep_for.as_millis()).unwrap_or(u64::MAX);
+        let expires = now.saturating_add(keep);
         if let Some(&i) = g.index.find(h, |&i| g.slots[i as usize].key == key) {
             let slot = &mut g.slots[i as usize];
             slot.value = Some(v);
             slot.expires = expires;
             return;
         }
-        let now = self.now();
         self.sweep(g, now);
         let i = match g.free.pop() {
             Some(i) => i as usize,
