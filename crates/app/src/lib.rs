@@ -574,10 +574,9 @@ fn routes_need_full_claims(c: &Config, name: &str) -> bool {
             .iter()
             .any(|f| matches!(f, FilterConfig::PhantomToken(p) if p.authorization_server == name));
         introspects_here
-            && r.filters.iter().any(|f| {
-                matches!(f, FilterConfig::Claims(cl)
-                    if !cl.roles.is_empty() || !cl.equals.is_empty() || !cl.to_headers.is_empty())
-            })
+            && r.filters
+                .iter()
+                .any(|f| matches!(f, FilterConfig::Claims(cl) if cl.reads_other_claims()))
     })
 }
 

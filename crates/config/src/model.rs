@@ -664,6 +664,14 @@ pub struct ClaimsFilter {
     pub to_headers: BTreeMap<String, String>,
 }
 
+impl ClaimsFilter {
+    /// Whether the rule reads claims beyond the granted scopes (which every cached token
+    /// keeps): a cache whose routes have such a rule must keep every claim.
+    pub fn reads_other_claims(&self) -> bool {
+        !self.roles.is_empty() || !self.equals.is_empty() || !self.to_headers.is_empty()
+    }
+}
+
 /// A claim value in an `equals` rule.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(untagged)]
