@@ -4,8 +4,8 @@
 #![forbid(unsafe_code)]
 
 use gatehouse_phantom::{
-    ActiveToken, AuthServer, CachePolicy, CachedToken, ClientAuth, CompactCache, Introspector,
-    MokaCache, TokenCache,
+    AuthServer, CachePolicy, CachedToken, ClientAuth, CompactCache, Introspector, MokaCache,
+    TokenCache,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,21 +34,16 @@ pub fn jwt(i: u64) -> Arc<str> {
 
 /// A fresh cache entry for token `i`, with every claim or (`full_claims: false`) only
 /// those the request path reads.
-pub fn entry(x5t: &str, i: u64, full_claims: bool) -> Arc<CachedToken> {
-    let map = claims(x5t, i);
-    Arc::new(CachedToken {
-        active: Some(ActiveToken {
-            claims: Arc::new(if full_claims {
-                gatehouse_core::Claims::new(map)
-            } else {
-                gatehouse_core::Claims::hot_only(&map)
-            }),
-            upstream_header: http::HeaderValue::from_str(&format!("Bearer {}", jwt(i)))
-                .unwrap_or(http::HeaderValue::from_static("Bearer x")),
-        }),
-        fresh_until: Instant::now() + Duration::from_secs(3600),
-        keep_for: Duration::from_secs(3600),
-    })
+pub fn entry(x5t: &str, i: u64, full_claims: bool) -> CachedToken {
+    let keep = if full_claims {
+        gatehouse_core::Keep::All
+    } else {
+        gatehouse_core::Keep::Hot
+    };
+    let fresh_until = Instant::now() + Duration::from_secs(3600);
+    let keep_for = Duration::from_secs(3600);
+    CachedToken::active(&claims(x5t, i), keep, &jwt(i), fresh_until, keep_for)
+        .unwrap_or_else(|_| CachedToken::inactive(fresh_until, keep_for))
 }
 
 /// The cache key of a token (for routes forwarding the authorization server's JWT).

@@ -212,9 +212,9 @@ mod tests {
     fn ctx(claims: Value, cert_sha: Option<[u8; 32]>) -> RequestCtx {
         RequestCtx {
             token: Some(TokenInfo {
-                claims: Arc::new(gatehouse_core::Claims::new(
+                claims: gatehouse_core::Claims::new(
                     claims.as_object().cloned().unwrap_or_default(),
-                )),
+                ),
             }),
             client_cert: cert_sha.map(|s| {
                 Arc::new(ClientCert {

@@ -1,14 +1,16 @@
 //! Per-request state shared by the filters of one route.
 
 use crate::{ClientCert, Rejection};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use triomphe::ThinArc;
 
 /// What a token filter established about the caller's access token.
 #[derive(Debug, Clone, Default)]
 pub struct TokenInfo {
     /// The verified claims (introspection result or JWT payload). Never contains the
     /// opaque token itself.
-    pub claims: Arc<Claims>,
+    pub claims: Claims,
 }
 
 impl TokenInfo {
@@ -25,31 +27,55 @@ impl TokenInfo {
 
 type Map = serde_json::Map<String, serde_json::Value>;
 
-/// Verified token claims, stored compactly because a cache may hold a million of them: the
-/// claims the per-request path reads (`exp`, `cnf."x5t#S256"`, the scopes, `client_id`,
-/// `sub`) are extracted once; the whole set is kept as JSON text, parsed (once per token,
-/// then kept) only when a rule asks for another claim — or not kept at all when the
-/// configuration shows no rule ever will ([`Claims::hot_only`]).
-#[derive(Debug, Default)]
-pub struct Claims {
-    /// `None`: only the hot fields were kept.
-    json: Option<Box<str>>,
-    full: std::sync::OnceLock<Box<Map>>,
-    /// Every granted scope (`scope` and Azure AD's `scp`, space-separated), `client_id` and
-    /// `sub`, one after the other in one allocation: see `ends` and `present`.
-    text: Box<str>,
-    /// Where the scopes and `client_id` end in `text` (`sub` runs to its end).
-    ends: [u32; 2],
+/// How long a cache may serve a verified token: set by the cache that holds it, read by
+/// nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reuse {
+    /// Serve as fresh until then.
+    pub fresh_until: Instant,
+    /// Keep in the cache this long from insertion (fresh + stale-if-error window).
+    pub keep_for: Duration,
+}
+
+/// Verified token claims, stored compactly because a cache may hold a million of them.
+///
+/// One allocation holds everything a cached token costs: a fixed head (`exp`,
+/// `cnf."x5t#S256"` decoded, where each field ends, [`Reuse`]) and one byte string with
+/// the holder's attachment (the phantom-token filter keeps `Bearer <jwt>` there, the one
+/// copy of the JWT), the scopes, `client_id`, `sub` and — only when some rule may read
+/// another claim — the whole claim set as JSON text, parsed once per token on first use
+/// ([`Claims::map`]). Cloning is one reference-count increment.
+#[derive(Clone)]
+pub struct Claims(ThinArc<Head, u8>);
+
+struct Head {
+    reuse: Option<Reuse>,
     exp: i64,
+    /// Where the attachment, the scopes, `client_id` and `sub` end in the byte string; the
+    /// JSON text (if kept) runs from the last to its end.
+    ends: [u32; 4],
+    /// `None`: only the hot fields were kept ([`Claims::hot_only`]); else the parsed claims,
+    /// filled from the JSON text on first use (or at once, [`Claims::parsed`]).
+    full: Option<Box<OnceLock<Map>>>,
+    cnf: Cnf,
     /// Which of the scopes, `client_id`, `sub` and `exp` the token has (`HAS_*` bits).
     present: u8,
-    cnf: Cnf,
 }
 
 const HAS_SCOPES: u8 = 1;
 const HAS_CLIENT_ID: u8 = 2;
 const HAS_SUB: u8 = 4;
 const HAS_EXP: u8 = 8;
+
+/// Which claims a [`Claims`] keeps beyond the ones the request path reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Only `exp`, `cnf."x5t#S256"`, the scopes, `client_id` and `sub`: [`Claims::get`]
+    /// finds no other claim (rules asking for one fail closed).
+    Hot,
+    /// Every claim, as JSON text parsed on first use.
+    All,
+}
 
 /// The `cnf` claim as far as certificate binding is concerned.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -63,28 +89,67 @@ enum Cnf {
     S256([u8; 32]),
 }
 
+impl Default for Claims {
+    fn default() -> Self {
+        Self::hot_only(&Map::new())
+    }
+}
+
+impl std::fmt::Debug for Claims {
+    /// Never the attachment (a credential): only its length.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claims")
+            .field("exp", &self.exp())
+            .field("scopes", &self.text_field(HAS_SCOPES))
+            .field("client_id", &self.text_field(HAS_CLIENT_ID))
+            .field("sub", &self.text_field(HAS_SUB))
+            .field("cnf", &self.head().cnf)
+            .field("attachment_bytes", &self.attachment().len())
+            .field("all_claims", &self.head().full.is_some())
+            .finish()
+    }
+}
+
 impl Claims {
-    /// Compact form for caching: the map is serialized and dropped.
+    /// Compact form keeping every claim (as JSON text, parsed when first asked for).
     pub fn new(map: Map) -> Self {
-        let mut c = Self::hot_fields(&map);
-        c.json = Some(serde_json::Value::Object(map).to_string().into_boxed_str());
-        c
+        Self::cached(&map, Keep::All, b"", None)
     }
 
-    /// Smallest form for caching: only the hot fields; [`Claims::get`] then finds no
-    /// claim (rules asking for one fail closed). For caches whose routes need nothing else.
+    /// Smallest form: only the hot fields; [`Claims::get`] then finds no claim (rules
+    /// asking for one fail closed). For caches whose routes need nothing else.
     pub fn hot_only(map: &Map) -> Self {
-        Self::hot_fields(map)
+        Self::cached(map, Keep::Hot, b"", None)
     }
 
     /// Already-parsed form, for claims used once (a JWT verified for this request).
     pub fn parsed(map: Map) -> Self {
-        let c = Self::hot_fields(&map);
-        let _ = c.full.set(Box::new(map));
+        let c = Self::build(&map, None, Some(Box::default()), b"", None);
+        if let Some(full) = &c.head().full {
+            let _ = full.set(map);
+        }
         c
     }
 
-    fn hot_fields(map: &Map) -> Self {
+    /// The form a cache holds: the claims kept as `keep` says, with `attachment` (bytes the
+    /// holder wants kept with them, in the same allocation) and how long it may be reused.
+    pub fn cached(map: &Map, keep: Keep, attachment: &[u8], reuse: Option<Reuse>) -> Self {
+        match keep {
+            Keep::Hot => Self::build(map, None, None, attachment, reuse),
+            Keep::All => {
+                let json = serde_json::to_string(map).unwrap_or_default();
+                Self::build(map, Some(&json), Some(Box::default()), attachment, reuse)
+            }
+        }
+    }
+
+    fn build(
+        map: &Map,
+        json: Option<&str>,
+        full: Option<Box<OnceLock<Map>>>,
+        attachment: &[u8],
+        reuse: Option<Reuse>,
+    ) -> Self {
         let s = |k: &str| map.get(k).and_then(|v| v.as_str());
         let mut scopes: Vec<&str> = Vec::new();
         for k in ["scope", "scp"] {
@@ -119,52 +184,103 @@ impl Claims {
                 present |= bit;
             }
         }
-        let mut text = scopes.join(" ");
-        let end = |t: &String| u32::try_from(t.len()).unwrap_or(u32::MAX);
-        let scopes_end = end(&text);
-        text.push_str(client_id.unwrap_or_default());
-        let client_id_end = end(&text);
-        text.push_str(sub.unwrap_or_default());
-        if end(&text) == u32::MAX {
+        let fields = [
+            attachment.len(),
+            scopes.iter().map(|x| x.len() + 1).sum::<usize>(),
+            client_id.map_or(0, str::len),
+            sub.map_or(0, str::len),
+            json.map_or(0, str::len),
+        ];
+        let total: usize = fields.iter().sum();
+        let mut bytes = Vec::with_capacity(total);
+        let mut ends = [0u32; 4];
+        bytes.extend_from_slice(attachment);
+        ends[0] = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        bytes.extend_from_slice(scopes.join(" ").as_bytes());
+        ends[1] = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        bytes.extend_from_slice(client_id.unwrap_or_default().as_bytes());
+        ends[2] = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        bytes.extend_from_slice(sub.unwrap_or_default().as_bytes());
+        ends[3] = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        bytes.extend_from_slice(json.unwrap_or_default().as_bytes());
+        let mut full = full;
+        if u32::try_from(bytes.len()).is_err() {
             // > 4 GiB of claims cannot pass the header and body limits; keep nothing
             present &= HAS_EXP;
-            text.clear();
+            bytes.clear();
+            ends = [0; 4];
+            full = full.map(|_| Box::default());
         }
-        Self {
-            json: None,
-            full: std::sync::OnceLock::new(),
-            text: text.into_boxed_str(),
-            ends: [scopes_end, client_id_end],
+        let head = Head {
+            reuse,
             exp: exp.unwrap_or_default(),
-            present,
+            ends,
+            full,
             cnf,
+            present,
+        };
+        Self(ThinArc::from_header_and_slice(head, &bytes))
+    }
+
+    fn head(&self) -> &Head {
+        &self.0.header.header
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.0.slice
+    }
+
+    /// `bytes[a..b]` of the byte string, as text.
+    fn text(&self, a: u32, b: Option<u32>) -> Option<&str> {
+        let bytes = self.bytes();
+        let a = a as usize;
+        let b = b.map_or(bytes.len(), |b| b as usize);
+        std::str::from_utf8(bytes.get(a..b)?).ok()
+    }
+
+    /// One of the fields kept in the byte string, if present.
+    fn text_field(&self, bit: u8) -> Option<&str> {
+        let h = self.head();
+        if h.present & bit == 0 {
+            return None;
+        }
+        let [attachment, scopes, client_id, sub] = h.ends;
+        match bit {
+            HAS_SCOPES => self.text(attachment, Some(scopes)),
+            HAS_CLIENT_ID => self.text(scopes, Some(client_id)),
+            _ => self.text(client_id, Some(sub)),
         }
     }
 
-    /// One of the fields kept in `text`, if present.
-    fn text_field(&self, bit: u8) -> Option<&str> {
-        if self.present & bit == 0 {
-            return None;
-        }
-        let [a, b] = self.ends.map(|e| e as usize);
-        match bit {
-            HAS_SCOPES => self.text.get(..a),
-            HAS_CLIENT_ID => self.text.get(a..b),
-            _ => self.text.get(b..),
-        }
+    /// The bytes the holder attached ([`Claims::cached`]); empty if none.
+    pub fn attachment(&self) -> &[u8] {
+        self.bytes()
+            .get(..self.head().ends[0] as usize)
+            .unwrap_or_default()
+    }
+
+    /// Whether both are the very same claims (one allocation), not merely equal ones.
+    pub fn same(&self, other: &Claims) -> bool {
+        std::ptr::eq(self.0.ptr(), other.0.ptr())
+    }
+
+    /// How long a cache may serve these claims, if a cache set it.
+    pub fn reuse(&self) -> Option<Reuse> {
+        self.head().reuse
     }
 
     /// Every claim (parsed from the stored JSON on first use; empty for
     /// [`Claims::hot_only`]).
     pub fn map(&self) -> &Map {
-        self.full.get_or_init(|| {
-            Box::new(
-                self.json
-                    .as_deref()
+        static EMPTY: OnceLock<Map> = OnceLock::new();
+        match &self.head().full {
+            Some(full) => full.get_or_init(|| {
+                self.text(self.head().ends[3], None)
                     .and_then(|j| serde_json::from_str(j).ok())
-                    .unwrap_or_default(),
-            )
-        })
+                    .unwrap_or_default()
+            }),
+            None => EMPTY.get_or_init(Map::new),
+        }
     }
 
     /// One claim.
@@ -183,17 +299,18 @@ impl Claims {
 
     /// `exp`, if the token has one.
     pub fn exp(&self) -> Option<i64> {
-        (self.present & HAS_EXP != 0).then_some(self.exp)
+        let h = self.head();
+        (h.present & HAS_EXP != 0).then_some(h.exp)
     }
 
     /// Whether there is a `cnf` claim at all.
     pub fn has_cnf(&self) -> bool {
-        self.cnf != Cnf::Absent
+        self.head().cnf != Cnf::Absent
     }
 
     /// RFC 8705 §3.1 `cnf."x5t#S256"`, decoded, if present and well-formed.
     pub fn cnf_x5t_s256(&self) -> Option<&[u8; 32]> {
-        match &self.cnf {
+        match &self.head().cnf {
             Cnf::S256(d) => Some(d),
             _ => None,
         }
@@ -283,6 +400,44 @@ mod claims_tests {
             (Some("c"), None)
         );
         assert_eq!(c.scopes().count(), 0);
+    }
+
+    #[test]
+    fn a_cached_form_keeps_its_attachment_and_reuse_beside_the_claims() {
+        let v = serde_json::json!({
+            "sub": "s", "client_id": "c", "scope": "a b", "exp": 7, "roles": ["r"],
+            "cnf": {"x5t#S256": B64_FB},
+        });
+        let map = v.as_object().cloned().unwrap_or_default();
+        let reuse = Reuse {
+            fresh_until: std::time::Instant::now(),
+            keep_for: std::time::Duration::from_secs(9),
+        };
+        for keep in [Keep::Hot, Keep::All] {
+            let c = Claims::cached(&map, keep, b"Bearer secret.jwt", Some(reuse));
+            assert_eq!(c.attachment(), b"Bearer secret.jwt");
+            assert_eq!(c.reuse(), Some(reuse));
+            assert_eq!(c.str_claim("sub"), Some("s"));
+            assert_eq!(c.str_claim("client_id"), Some("c"));
+            assert_eq!(c.scopes().collect::<Vec<_>>(), ["a", "b"]);
+            assert_eq!(c.exp(), Some(7));
+            assert_eq!(c.cnf_x5t_s256(), Some(&[0xfb; 32]));
+            assert_eq!(c.get("roles").is_some(), keep == Keep::All);
+            // the attachment is a credential: Debug gives its length only
+            let debug = format!("{c:?}");
+            assert!(!debug.contains("secret"), "{debug}");
+            assert!(debug.contains("attachment_bytes: 17"), "{debug}");
+            // clones share the one allocation
+            assert!(c.clone().same(&c));
+            assert!(!c.same(&Claims::cached(
+                &map,
+                keep,
+                b"Bearer secret.jwt",
+                Some(reuse)
+            )));
+        }
+        let plain = Claims::new(map.clone());
+        assert_eq!((plain.attachment(), plain.reuse()), (&b""[..], None));
     }
 
     #[test]

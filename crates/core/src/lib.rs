@@ -18,7 +18,7 @@ mod ctx;
 mod header;
 
 pub use cert::{CertFailure, ClientCert, RouteVerdict, VerdictMemo};
-pub use ctx::{Claims, RequestCtx, TokenInfo, UpstreamHeaders};
+pub use ctx::{Claims, Keep, RequestCtx, Reuse, TokenInfo, UpstreamHeaders};
 pub use header::{bearer_token, BearerError};
 
 use async_trait::async_trait;

@@ -82,7 +82,7 @@ impl Filter for JwtFilter {
         match self.verifier.verify(token, &expect).await {
             Ok(claims) => {
                 ctx.token = Some(TokenInfo {
-                    claims: Arc::new(gatehouse_core::Claims::parsed(claims)),
+                    claims: gatehouse_core::Claims::parsed(claims),
                 });
                 Verdict::Continue
             }

@@ -5,33 +5,85 @@
 //! the in-process implementation.
 
 use async_trait::async_trait;
+use gatehouse_core::{Claims, Keep, Reuse};
 use moka::future::Cache;
 use moka::Expiry;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+type Map = serde_json::Map<String, serde_json::Value>;
 
 /// SHA-256 of an access token.
 pub type TokenKey = [u8; 32];
 
-/// What a cache hit needs: the claims (for cnf and claims rules, re-checked on every hit)
-/// and the JWT to forward.
-#[derive(Debug)]
-pub struct CachedToken {
-    /// `None`: the token is inactive (negative entry).
-    pub active: Option<ActiveToken>,
-    /// Serve as fresh until then.
-    pub fresh_until: Instant,
-    /// Keep in the cache until then (fresh + stale-if-error window).
-    pub keep_for: Duration,
-}
+/// A cache entry: what a hit needs — the claims (for cnf and claims rules, re-checked on
+/// every hit) and `Bearer <jwt>` to forward — or a negative entry, with how long to serve
+/// and keep it. One allocation per token ([`Claims`] holds the JWT as its attachment);
+/// cloning is one reference-count increment.
+#[derive(Debug, Clone)]
+pub struct CachedToken(Claims);
 
-/// An active token's cached state.
-#[derive(Debug)]
-pub struct ActiveToken {
-    pub claims: Arc<gatehouse_core::Claims>,
-    /// `Bearer <jwt>` for the upstream, built once per token (not per request); the only
-    /// copy of the JWT the cache keeps.
-    pub upstream_header: http::HeaderValue,
+impl CachedToken {
+    /// An active token: its claims (kept as `keep` says) and the JWT to forward.
+    pub fn active(
+        claims: &Map,
+        keep: Keep,
+        jwt: &str,
+        fresh_until: Instant,
+        keep_for: Duration,
+    ) -> Result<Self, crate::IntrospectError> {
+        let header = format!("Bearer {jwt}");
+        // checked once here, so building the header for each request cannot fail
+        http::HeaderValue::from_str(&header).map_err(|_| {
+            crate::IntrospectError::BadResponse("the JWT is not a valid header value")
+        })?;
+        let reuse = Reuse {
+            fresh_until,
+            keep_for,
+        };
+        Ok(Self(Claims::cached(
+            claims,
+            keep,
+            header.as_bytes(),
+            Some(reuse),
+        )))
+    }
+
+    /// A negative entry (the token is not active).
+    pub fn inactive(fresh_until: Instant, keep_for: Duration) -> Self {
+        let reuse = Reuse {
+            fresh_until,
+            keep_for,
+        };
+        Self(Claims::cached(&Map::new(), Keep::Hot, b"", Some(reuse)))
+    }
+
+    /// The claims of an active token; `None` for a negative entry (the only entries
+    /// without a JWT to forward).
+    pub fn claims(&self) -> Option<&Claims> {
+        (!self.0.attachment().is_empty()).then_some(&self.0)
+    }
+
+    /// `Authorization: Bearer <jwt>` for the upstream request (`None` for a negative
+    /// entry). Built per request from the cached bytes: a copy of the JWT, where sharing
+    /// one prebuilt header would cost a second allocation per cached token.
+    pub fn upstream_header(&self) -> Option<http::HeaderValue> {
+        http::HeaderValue::from_bytes(self.claims()?.attachment()).ok()
+    }
+
+    /// Whether both are the very same entry (not merely equal ones).
+    pub fn same(&self, other: &CachedToken) -> bool {
+        self.0.same(&other.0)
+    }
+
+    /// Whether the entry is still fresh at `now`.
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        self.0.reuse().is_some_and(|r| now < r.fresh_until)
+    }
+
+    /// How long the cache keeps the entry from insertion (fresh + stale-if-error window).
+    pub fn keep_for(&self) -> Duration {
+        self.0.reuse().map_or(Duration::ZERO, |r| r.keep_for)
+    }
 }
 
 /// How a lookup was served.
@@ -49,7 +101,7 @@ pub enum Lookup {
 #[async_trait]
 pub trait TokenCache: Send + Sync {
     /// The entry for `key`, if present (fresh or stale).
-    async fn get(&self, key: &TokenKey) -> Option<Arc<CachedToken>>;
+    async fn get(&self, key: &TokenKey) -> Option<CachedToken>;
     /// The entry for `key`, loading it with `load` on a miss. Concurrent calls for one key
     /// share a single `load`. Errors are not cached.
     async fn get_or_load<'a>(
@@ -57,43 +109,43 @@ pub trait TokenCache: Send + Sync {
         key: TokenKey,
         load: std::pin::Pin<
             Box<
-                dyn std::future::Future<Output = Result<Arc<CachedToken>, crate::IntrospectError>>
+                dyn std::future::Future<Output = Result<CachedToken, crate::IntrospectError>>
                     + Send
                     + 'a,
             >,
         >,
-    ) -> Result<(Arc<CachedToken>, Lookup), crate::IntrospectError>;
+    ) -> Result<(CachedToken, Lookup), crate::IntrospectError>;
     /// Replace the entry for `key`.
-    async fn insert(&self, key: TokenKey, value: Arc<CachedToken>);
+    async fn insert(&self, key: TokenKey, value: CachedToken);
     /// Entries held (approximate).
     fn entry_count(&self) -> u64;
 }
 
 struct PerEntry;
 
-impl Expiry<TokenKey, Arc<CachedToken>> for PerEntry {
+impl Expiry<TokenKey, CachedToken> for PerEntry {
     fn expire_after_create(
         &self,
         _k: &TokenKey,
-        v: &Arc<CachedToken>,
+        v: &CachedToken,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(v.keep_for)
+        Some(v.keep_for())
     }
     fn expire_after_update(
         &self,
         _k: &TokenKey,
-        v: &Arc<CachedToken>,
+        v: &CachedToken,
         _now: Instant,
         _d: Option<Duration>,
     ) -> Option<Duration> {
-        Some(v.keep_for)
+        Some(v.keep_for())
     }
 }
 
 /// The in-process cache (moka).
 pub struct MokaCache {
-    cache: Cache<TokenKey, Arc<CachedToken>>,
+    cache: Cache<TokenKey, CachedToken>,
 }
 
 impl MokaCache {
@@ -110,7 +162,7 @@ impl MokaCache {
 
 #[async_trait]
 impl TokenCache for MokaCache {
-    async fn get(&self, key: &TokenKey) -> Option<Arc<CachedToken>> {
+    async fn get(&self, key: &TokenKey) -> Option<CachedToken> {
         self.cache.get(key).await
     }
 
@@ -119,19 +171,19 @@ impl TokenCache for MokaCache {
         key: TokenKey,
         load: std::pin::Pin<
             Box<
-                dyn std::future::Future<Output = Result<Arc<CachedToken>, crate::IntrospectError>>
+                dyn std::future::Future<Output = Result<CachedToken, crate::IntrospectError>>
                     + Send
                     + 'a,
             >,
         >,
-    ) -> Result<(Arc<CachedToken>, Lookup), crate::IntrospectError> {
+    ) -> Result<(CachedToken, Lookup), crate::IntrospectError> {
         // moka runs exactly one init future per key; the others wait for its result
         let entry = self
             .cache
             .entry(key)
             .or_try_insert_with(load)
             .await
-            .map_err(|e: Arc<crate::IntrospectError>| (*e).clone())?;
+            .map_err(|e: std::sync::Arc<crate::IntrospectError>| (*e).clone())?;
         let how = if entry.is_fresh() {
             Lookup::Miss
         } else {
@@ -140,7 +192,7 @@ impl TokenCache for MokaCache {
         Ok((entry.into_value(), how))
     }
 
-    async fn insert(&self, key: TokenKey, value: Arc<CachedToken>) {
+    async fn insert(&self, key: TokenKey, value: CachedToken) {
         self.cache.insert(key, value).await;
     }
 

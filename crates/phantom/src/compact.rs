@@ -37,7 +37,7 @@ const MIN_PER_SHARD: u64 = 1024;
 /// Slots the sweeping hand checks for expiry on each insert.
 const SWEEP_PER_INSERT: usize = 2;
 
-type Loaded = Result<Arc<CachedToken>, IntrospectError>;
+type Loaded = Result<CachedToken, IntrospectError>;
 type Flight = watch::Sender<Option<Loaded>>;
 
 struct Slot {
@@ -45,7 +45,7 @@ struct Slot {
     /// Milliseconds since the cache's epoch.
     expires: u64,
     /// `None`: a free slot.
-    value: Option<Arc<CachedToken>>,
+    value: Option<CachedToken>,
     referenced: bool,
 }
 
@@ -116,7 +116,7 @@ impl CompactCache {
     }
 
     /// A live entry, marking it used; drops it if expired.
-    fn get_locked(&self, g: &mut Inner, h: u64, key: &TokenKey) -> Option<Arc<CachedToken>> {
+    fn get_locked(&self, g: &mut Inner, h: u64, key: &TokenKey) -> Option<CachedToken> {
         let i = *g.index.find(h, |&i| g.slots[i as usize].key == *key)? as usize;
         let now = self.now();
         if g.slots[i].expires <= now {
@@ -140,9 +140,9 @@ impl CompactCache {
     }
 
     /// Insert or replace; at capacity the CLOCK hand makes room.
-    fn put_locked(&self, g: &mut Inner, cap: usize, h: u64, key: TokenKey, v: Arc<CachedToken>) {
+    fn put_locked(&self, g: &mut Inner, cap: usize, h: u64, key: TokenKey, v: CachedToken) {
         let now = self.now();
-        let keep = u64::try_from(v.keep_for.as_millis()).unwrap_or(u64::MAX);
+        let keep = u64::try_from(v.keep_for().as_millis()).unwrap_or(u64::MAX);
         let expires = now.saturating_add(keep);
         if let Some(&i) = g.index.find(h, |&i| g.slots[i as usize].key == key) {
             let slot = &mut g.slots[i as usize];
@@ -242,7 +242,7 @@ impl Drop for Abandon<'_> {
 
 #[async_trait]
 impl TokenCache for CompactCache {
-    async fn get(&self, key: &TokenKey) -> Option<Arc<CachedToken>> {
+    async fn get(&self, key: &TokenKey) -> Option<CachedToken> {
         let h = self.hash(key);
         let shard = self.shard(h);
         let mut g = self.lock(shard);
@@ -253,7 +253,7 @@ impl TokenCache for CompactCache {
         &'a self,
         key: TokenKey,
         load: Pin<Box<dyn Future<Output = Loaded> + Send + 'a>>,
-    ) -> Result<(Arc<CachedToken>, Lookup), IntrospectError> {
+    ) -> Result<(CachedToken, Lookup), IntrospectError> {
         let h = self.hash(&key);
         let shard = self.shard(h);
         loop {
@@ -297,7 +297,7 @@ impl TokenCache for CompactCache {
         }
     }
 
-    async fn insert(&self, key: TokenKey, value: Arc<CachedToken>) {
+    async fn insert(&self, key: TokenKey, value: CachedToken) {
         let h = self.hash(&key);
         let shard = self.shard(h);
         let mut g = self.lock(shard);
@@ -316,12 +316,11 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
-    fn entry(keep_ms: u64) -> Arc<CachedToken> {
-        Arc::new(CachedToken {
-            active: None,
-            fresh_until: Instant::now() + Duration::from_millis(keep_ms),
-            keep_for: Duration::from_millis(keep_ms),
-        })
+    fn entry(keep_ms: u64) -> CachedToken {
+        CachedToken::inactive(
+            Instant::now() + Duration::from_millis(keep_ms),
+            Duration::from_millis(keep_ms),
+        )
     }
 
     fn key(n: u64) -> TokenKey {
@@ -336,10 +335,10 @@ mod tests {
         assert!(c.get(&key(1)).await.is_none());
         let a = entry(60_000);
         c.insert(key(1), a.clone()).await;
-        assert!(Arc::ptr_eq(&c.get(&key(1)).await.unwrap(), &a));
+        assert!(c.get(&key(1)).await.unwrap().same(&a));
         let b = entry(60_000);
         c.insert(key(1), b.clone()).await;
-        assert!(Arc::ptr_eq(&c.get(&key(1)).await.unwrap(), &b));
+        assert!(c.get(&key(1)).await.unwrap().same(&b));
         assert_eq!(c.entry_count(), 1);
         // a short-lived entry is gone once its keep_for has passed
         c.insert(key(2), entry(30)).await;

@@ -8,7 +8,7 @@ mod compact;
 mod introspect;
 mod signer;
 
-pub use cache::{ActiveToken, CachedToken, Lookup, MokaCache, TokenCache, TokenKey};
+pub use cache::{CachedToken, Lookup, MokaCache, TokenCache, TokenKey};
 pub use compact::CompactCache;
 pub use introspect::{
     classify, client_assertion, signing_key, Body, ClientAuth, IntrospectError, Introspected,
@@ -18,9 +18,9 @@ pub use signer::{public_jwks, Signer};
 
 use async_trait::async_trait;
 use gatehouse_config::ForwardJwt;
-use gatehouse_core::{bearer_token, Filter, Rejection, RequestCtx, TokenInfo, Verdict};
+use gatehouse_core::{bearer_token, Filter, Keep, Rejection, RequestCtx, TokenInfo, Verdict};
 use gatehouse_metrics::Metrics;
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, StatusCode};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,11 +71,7 @@ impl AuthServer {
     }
 
     /// Introspect and turn the answer into a cache entry.
-    async fn load(
-        &self,
-        token: &str,
-        forward: ForwardJwt,
-    ) -> Result<Arc<CachedToken>, IntrospectError> {
+    async fn load(&self, token: &str, forward: ForwardJwt) -> Result<CachedToken, IntrospectError> {
         let started = Instant::now();
         let res = self.introspector.introspect(token).await;
         self.metrics
@@ -92,11 +88,7 @@ impl AuthServer {
             .inc();
         let now = gatehouse_jwt::now();
         let entry = match res? {
-            Introspected::Inactive => CachedToken {
-                active: None,
-                fresh_until: Instant::now() + self.policy.negative_ttl,
-                keep_for: self.policy.negative_ttl,
-            },
+            Introspected::Inactive => self.negative(),
             Introspected::Active {
                 claims,
                 jwt,
@@ -105,11 +97,7 @@ impl AuthServer {
                 let exp = claims.get("exp").and_then(|v| v.as_i64());
                 if exp.is_some_and(|e| e <= now) {
                     // an AS that says active for an expired token is not believed
-                    return Ok(Arc::new(CachedToken {
-                        active: None,
-                        fresh_until: Instant::now() + self.policy.negative_ttl,
-                        keep_for: self.policy.negative_ttl,
-                    }));
+                    return Ok(self.negative());
                 }
                 let jwt: String = match (forward, jwt, &self.signer) {
                     (ForwardJwt::AsIssued, Some(j), _) => j,
@@ -134,25 +122,23 @@ impl AuthServer {
                     Some(stale) => (ttl + stale).min(until_exp.max(ttl)),
                     None => ttl,
                 };
-                let upstream_header =
-                    HeaderValue::from_str(&format!("Bearer {jwt}")).map_err(|_| {
-                        IntrospectError::BadResponse("the JWT is not a valid header value")
-                    })?;
-                CachedToken {
-                    active: Some(ActiveToken {
-                        claims: Arc::new(if self.policy.full_claims {
-                            gatehouse_core::Claims::new(claims)
-                        } else {
-                            gatehouse_core::Claims::hot_only(&claims)
-                        }),
-                        upstream_header,
-                    }),
-                    fresh_until: Instant::now() + ttl,
-                    keep_for: keep,
-                }
+                let keep_claims = if self.policy.full_claims {
+                    Keep::All
+                } else {
+                    Keep::Hot
+                };
+                CachedToken::active(&claims, keep_claims, &jwt, Instant::now() + ttl, keep)?
             }
         };
-        Ok(Arc::new(entry))
+        Ok(entry)
+    }
+
+    /// A negative entry, for a token that is not active.
+    fn negative(&self) -> CachedToken {
+        CachedToken::inactive(
+            Instant::now() + self.policy.negative_ttl,
+            self.policy.negative_ttl,
+        )
     }
 
     /// The state of `token`: from the cache when fresh, else introspected (one call per
@@ -161,12 +147,12 @@ impl AuthServer {
         &self,
         token: &str,
         forward: ForwardJwt,
-    ) -> Result<Arc<CachedToken>, IntrospectError> {
+    ) -> Result<CachedToken, IntrospectError> {
         let key = cache_key(token, forward);
         let count = |r: &str| self.metrics.token_cache.with_label_values(&[r]).inc();
         if let Some(e) = self.cache.get(&key).await {
-            if Instant::now() < e.fresh_until {
-                count(if e.active.is_some() {
+            if e.is_fresh(Instant::now()) {
+                count(if e.claims().is_some() {
                     "hit"
                 } else {
                     "negative_hit"
@@ -186,7 +172,7 @@ impl AuthServer {
                     count("miss");
                     Ok(fresh)
                 }
-                Ok((fresh, _)) if Instant::now() < fresh.fresh_until => {
+                Ok((fresh, _)) if fresh.is_fresh(Instant::now()) => {
                     // waited for a refresh another request ran
                     count("coalesced");
                     Ok(fresh)
@@ -195,7 +181,7 @@ impl AuthServer {
                     // the refresh finished between our two reads (what the refresh slot
                     // holds now is its spent marker): the main cache has the result
                     match self.cache.get(&key).await {
-                        Some(now) if Instant::now() < now.fresh_until => {
+                        Some(now) if now.is_fresh(Instant::now()) => {
                             count("hit");
                             Ok(now)
                         }
@@ -209,9 +195,8 @@ impl AuthServer {
                 }
                 Err(err) => {
                     let usable = e
-                        .active
-                        .as_ref()
-                        .is_some_and(|a| a.claims.exp().is_none_or(|x| x > gatehouse_jwt::now()));
+                        .claims()
+                        .is_some_and(|c| c.exp().is_none_or(|x| x > gatehouse_jwt::now()));
                     if usable {
                         count("stale");
                         Ok(e)
@@ -242,11 +227,7 @@ impl AuthServer {
         self.refresh
             .insert(
                 *key,
-                Arc::new(CachedToken {
-                    active: None,
-                    fresh_until: Instant::now(),
-                    keep_for: Duration::from_millis(1),
-                }),
+                CachedToken::inactive(Instant::now(), Duration::from_millis(1)),
             )
             .await;
     }
@@ -309,7 +290,8 @@ impl Filter for PhantomTokenFilter {
                 ));
             }
         };
-        let Some(active) = &entry.active else {
+        let (Some(claims), Some(upstream_header)) = (entry.claims(), entry.upstream_header())
+        else {
             return Verdict::Reject(Rejection::bearer(
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
@@ -317,11 +299,7 @@ impl Filter for PhantomTokenFilter {
                 "the access token is not active",
             ));
         };
-        if active
-            .claims
-            .exp()
-            .is_some_and(|e| e <= gatehouse_jwt::now())
-        {
+        if claims.exp().is_some_and(|e| e <= gatehouse_jwt::now()) {
             return Verdict::Reject(Rejection::bearer(
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
@@ -329,11 +307,11 @@ impl Filter for PhantomTokenFilter {
                 "the access token has expired",
             ));
         }
-        // `Bearer <jwt>` was built (and validated as a header value) once, when cached
+        // `Bearer <jwt>` was validated as a header value once, when cached
         ctx.upstream_headers
-            .push((http::header::AUTHORIZATION, active.upstream_header.clone()));
+            .push((http::header::AUTHORIZATION, upstream_header));
         ctx.token = Some(TokenInfo {
-            claims: active.claims.clone(),
+            claims: claims.clone(),
         });
         Verdict::Continue
     }
