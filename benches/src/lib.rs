@@ -7,6 +7,7 @@ use gatehouse_phantom::{
     AuthServer, CachePolicy, CachedToken, ClientAuth, CompactCache, Introspector, MokaCache,
     TokenCache,
 };
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,15 +22,26 @@ pub fn claims(x5t: &str, i: u64) -> serde_json::Map<String, serde_json::Value> {
     v.as_object().cloned().unwrap_or_default()
 }
 
-/// A JWT-sized string (the stub's RFC 9701 response is ~560 bytes).
+/// Length of the JWTs [`jwt`] makes; 0: 535 bytes, like the stub's RFC 9701 response.
+static JWT_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Make [`jwt`] return JWTs of `n` bytes (at least 210; 0 for the default 535), to see
+/// how the bytes per cached token move with the allocator's size classes.
+pub fn set_jwt_bytes(n: usize) {
+    JWT_BYTES.store(n, Ordering::Relaxed);
+}
+
+/// A JWT-sized string, distinct for each `i`.
 pub fn jwt(i: u64) -> Arc<str> {
-    let body = format!("{i:0>16}");
-    format!(
-        "eyJhbGciOiJFUzI1NiIsInR5cCI6InRva2VuLWludHJvc3BlY3Rpb24rand0In0.{}.{}",
-        body.repeat(24),
-        "s".repeat(86)
-    )
-    .into()
+    const HEADER: &str = "eyJhbGciOiJFUzI1NiIsInR5cCI6InRva2VuLWludHJvc3BlY3Rpb24rand0In0";
+    const SIG: usize = 86;
+    let body_len = match JWT_BYTES.load(Ordering::Relaxed) {
+        0 => 384,
+        n => n.saturating_sub(HEADER.len() + 2 + SIG).max(16),
+    };
+    let mut body = format!("{i:0>16}").repeat(body_len.div_ceil(16));
+    body.truncate(body_len);
+    format!("{HEADER}.{body}.{}", "s".repeat(SIG)).into()
 }
 
 /// A fresh cache entry for token `i`, with every claim or (`full_claims: false`) only

@@ -1,8 +1,8 @@
 //! Bytes per cached token and lookup speed with 1k vs 1M cached tokens.
-//!   cargo run --release -p gatehouse-benches --bin cache_memory [-- 1000000 [all|hot] [moka|compact]]
+//!   cargo run --release -p gatehouse-benches --bin cache_memory [-- 1000000 [all|hot] [moka|compact] [JWT_BYTES]]
 //! `all`: cached claims keep every claim (JSON text); `hot`: only those the request path
 //! reads (what Gatehouse caches when no claims rule needs more). The last argument is the
-//! token store (`cache.store`).
+//! token store (`cache.store`); `JWT_BYTES` the length of each cached JWT (default 535).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Instant;
@@ -23,6 +23,9 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    if let Some(n) = std::env::args().nth(4).and_then(|a| a.parse().ok()) {
+        gatehouse_benches::set_jwt_bytes(n);
+    }
     let x5t = "Ymwke3hNYkI2b9dEiV4oJduhE-HH2O0TI6wkUmpzc14";
     let jwt_len = gatehouse_benches::jwt(0).len() as f64;
     let store = match std::env::args().nth(3).as_deref() {

@@ -588,7 +588,8 @@ pub enum CertForwardFormat {
 pub struct CertForward {
     #[serde(default)]
     pub format: CertForwardFormat,
-    /// RFC 9440 `Client-Cert-Chain` too.
+    /// RFC 9440 `Client-Cert-Chain` too: the chain used for validation (the verified path
+    /// without the leaf, trust anchor included), not the chain as sent.
     #[serde(default)]
     pub chain: bool,
     /// Header name for `pem` (default `X-SSL-Client-Cert`).

@@ -84,6 +84,10 @@ pub struct ClientCert {
     pub der: Vec<u8>,
     /// DER of the intermediates the client sent (leaf excluded), in the order sent.
     pub chain_der: Vec<Vec<u8>>,
+    /// DER of the certificates the listener validated the leaf with: the verified path
+    /// without the leaf, trust anchor last (RFC 9440 `Client-Cert-Chain`). Empty unless the
+    /// listener's verification passed.
+    pub validated_chain_der: Vec<Vec<u8>>,
     /// Subject DN in RFC 4514 form as printed by OpenSSL (`CN=partner-a,O=Partner A`).
     pub subject: String,
     /// Issuer DN, same form.
@@ -121,8 +125,18 @@ pub struct ClientCert {
     pub memo: VerdictMemo,
 }
 
-/// Result of a route-specific verification: `Ok(revocation_unknown)` or the failure.
-pub type RouteVerdict = Result<bool, CertFailure>;
+/// Result of a route-specific verification.
+pub type RouteVerdict = Result<RoutePass, CertFailure>;
+
+/// A route-specific verification that passed.
+#[derive(Debug, Clone)]
+pub struct RoutePass {
+    /// A CRL was missing and soft revocation let the certificate pass.
+    pub revocation_unknown: bool,
+    /// The certificates the route validated the leaf with (see
+    /// [`ClientCert::validated_chain_der`]).
+    pub chain_der: std::sync::Arc<[Vec<u8>]>,
+}
 
 /// A small per-connection memo keyed by (policy id, policy generation), plus a flag for
 /// things done once per connection.
@@ -143,7 +157,7 @@ impl VerdictMemo {
         let m = self.0.lock().ok()?;
         m.iter()
             .find(|(i, g, _)| *i == id && *g == generation)
-            .map(|(_, _, v)| *v)
+            .map(|(_, _, v)| v.clone())
     }
 
     /// Remember the verdict for `(id, generation)` (replacing older generations of `id`).

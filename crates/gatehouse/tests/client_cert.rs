@@ -494,7 +494,12 @@ async fn route_trust_adds_a_ca_and_clock_skew_relaxes_the_leaf_dates() {
     );
     let routes = [
         route("plain", ""),
-        route("other", &format!("        ca_files: [\"{other_ca}\"]")),
+        route(
+            "other",
+            &format!(
+                "        ca_files: [\"{other_ca}\"]\n        forward: {{ format: rfc9440, chain: true }}"
+            ),
+        ),
         route("skew", "        clock_skew: 5m"),
     ]
     .concat();
@@ -502,6 +507,13 @@ async fn route_trust_adds_a_ca_and_clock_skew_relaxes_the_leaf_dates() {
     let get = |cert, path| get_fresh(&pki, &gh, cert, path);
     // the route-specific bundle accepts its own CA's partner; the listener's routes do not
     assert_eq!(get(&other_partner, "/other/x").await.status(), 200);
+    // RFC 9440 Client-Cert-Chain: the chain this route validated with (its own anchor;
+    // the listener's verification of this certificate failed)
+    use base64::Engine;
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let seen = up.last().unwrap();
+    let chain: Vec<_> = seen.headers.get_all("client-cert-chain").iter().collect();
+    assert_eq!(chain, [&format!(":{}:", b64(&other_root.der()))]);
     assert_eq!(
         json(get(&other_partner, "/plain/x").await).await["error"],
         "unknown_ca"
@@ -655,12 +667,29 @@ async fn the_verified_certificate_is_forwarded_and_client_copies_never_are() {
     assert_eq!(forged("/rfc/x").await.unwrap().status(), 200);
     let seen = up.last().unwrap();
     assert_eq!(one(&seen, "client-cert"), [format!(":{}:", b64(&a.der()))]);
-    assert_eq!(
-        one(&seen, "client-cert-chain"),
-        [format!(":{}:", b64(&pki.pki.intermediate.der()))]
+    // RFC 9440 §2.3: the chain used for validation (the client sent the intermediate; the
+    // root is the trust anchor Gatehouse validated it with)
+    let validation_chain = format!(
+        ":{}:, :{}:",
+        b64(&pki.pki.intermediate.der()),
+        b64(&pki.pki.root.der())
     );
+    assert_eq!(one(&seen, "client-cert-chain"), [validation_chain.clone()]);
     assert!(one(&seen, "x-forwarded-client-cert").is_empty());
     assert!(one(&seen, "x-ssl-client-cert").is_empty());
+    // … not whatever else the client sent along
+    let stray =
+        gatehouse_testkit::gatehouse_devauth::pki::issue(&CertSpec::ca("Stray CA"), None).unwrap();
+    let mut sent = a.chain_pem().unwrap();
+    sent.extend(stray.cert_pem().unwrap());
+    let id = reqwest::Identity::from_pkcs8_pem(&sent, &a.key_pem().unwrap()).unwrap();
+    let padded = pki.client_builder(None).identity(id).build().unwrap();
+    let res = padded.get(gh.url("/rfc/x")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        one(&up.last().unwrap(), "client-cert-chain"),
+        [validation_chain]
+    );
 
     assert_eq!(forged("/xfcc/x").await.unwrap().status(), 200);
     let seen = up.last().unwrap();

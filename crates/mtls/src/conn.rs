@@ -61,29 +61,25 @@ pub fn inspect_memo(
     }
     let verdict = match memo {
         // the store checks no revocation here, so `verify` would be `verify_path`
-        Some(_) => trust
-            .verify_path(&leaf, &chain, 0)
-            .map(|(v, path)| (v, Some(path))),
-        None => trust.verify(&leaf, &chain, 0).map(|v| (v, None)),
+        Some(_) => trust.verify_path(&leaf, &chain, 0),
+        None => trust.verify(&leaf, &chain, 0),
     };
-    let issuer = verdict
-        .as_ref()
-        .ok()
-        .and_then(|(v, _)| v.issuer_der.clone());
+    let issuer = verdict.as_ref().ok().and_then(|v| v.issuer_der.clone());
     match crate::parse::parse(&der, chain_der, issuer.as_deref()) {
-        Ok(cert) => {
-            let cert = Arc::new(cert);
-            let failure = match verdict {
-                Ok((_, path)) => {
-                    if let (Some(m), Some(k), Some(path)) = (memo, key, path) {
-                        if let Some(window) = validity_window(&path) {
-                            m.put(k, window, cert.clone(), now);
-                        }
-                    }
+        Ok(mut cert) => {
+            let failure = match &verdict {
+                Ok(v) => {
+                    cert.validated_chain_der = v.validation_chain_der();
                     None
                 }
-                Err(e) => Some(e),
+                Err(e) => Some(*e),
             };
+            let cert = Arc::new(cert);
+            if let (Some(m), Some(k), Ok(v)) = (memo, key, &verdict) {
+                if let Some(window) = validity_window(&v.path) {
+                    m.put(k, window, cert.clone(), now);
+                }
+            }
             Some(ConnCert { cert, failure })
         }
         Err(_) => Some(ConnCert {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use gatehouse_config::{
     CertForward, CertForwardFormat, ClientCertFilter as Cfg, RevocationMode, RouteCertMode,
 };
-use gatehouse_core::{CertFailure, Filter, Rejection, RequestCtx, Verdict};
+use gatehouse_core::{CertFailure, Filter, Rejection, RequestCtx, RoutePass, Verdict};
 use gatehouse_metrics::Metrics;
 use http::HeaderName;
 use openssl::x509::{X509Crl, X509};
@@ -138,9 +138,10 @@ impl RouteTrust {
         leaf: &X509,
         chain: &[X509],
         skew_secs: i64,
-    ) -> Result<bool, CertFailure> {
+    ) -> Result<RoutePass, CertFailure> {
         let store = self.store.load_full();
-        let (_, path) = store.verify_path(leaf, chain, skew_secs)?;
+        let verified = store.verify_path(leaf, chain, skew_secs)?;
+        let path = &verified.path;
         let mut fetched = Vec::new();
         // every certificate but the anchor names where its issuer publishes its CRL
         for cert in path.iter().take(path.len().saturating_sub(1)) {
@@ -155,9 +156,12 @@ impl RouteTrust {
             .iter()
             .chain(fetched.iter().map(|c| c.as_ref()))
             .collect();
-        match revocation_status(&path, &crls)? {
+        match revocation_status(path, &crls)? {
             true if !self.soft => Err(CertFailure::RevocationUnknown),
-            unknown => Ok(unknown),
+            revocation_unknown => Ok(RoutePass {
+                revocation_unknown,
+                chain_der: verified.validation_chain_der().into(),
+            }),
         }
     }
 }
@@ -277,13 +281,15 @@ impl ClientCertFilter {
         Verdict::Reject(Rejection::forbidden(f.reason(), f.description()))
     }
 
-    /// The verification verdict for this connection under this route's policy.
-    async fn verify(&self, ctx: &RequestCtx) -> Result<(), CertFailure> {
+    /// The verification verdict for this connection under this route's policy: the
+    /// route's own validation chain when it verifies the certificate itself, `None` when
+    /// the listener's verification stands.
+    async fn verify(&self, ctx: &RequestCtx) -> Result<Option<Arc<[Vec<u8>]>>, CertFailure> {
         let Some(cert) = &ctx.conn_cert else {
             return Err(CertFailure::Missing);
         };
         let Some(rt) = &self.route_trust else {
-            return ctx.conn_cert_failure.map_or(Ok(()), Err);
+            return ctx.conn_cert_failure.map_or(Ok(None), Err);
         };
         rt.refresh(&self.metrics);
         let generation = rt.generation();
@@ -305,26 +311,26 @@ impl ClientCertFilter {
                         .store
                         .load()
                         .verify(&leaf, &chain, self.skew_secs)
-                        .map(|v| v.revocation_unknown),
+                        .map(|v| RoutePass {
+                            revocation_unknown: v.revocation_unknown,
+                            chain_der: v.validation_chain_der().into(),
+                        }),
                     (Ok((leaf, chain)), Some(dp)) => {
                         rt.verify_with_dp(dp, &leaf, &chain, self.skew_secs).await
                     }
                 };
-                cert.memo.put(self.id, generation, v);
+                cert.memo.put(self.id, generation, v.clone());
                 v
             }
         };
-        match verdict {
-            Ok(true) => {
-                self.metrics
-                    .crl_updates
-                    .with_label_values(&["check", "unknown_soft_pass"])
-                    .inc();
-                Ok(())
-            }
-            Ok(false) => Ok(()),
-            Err(f) => Err(f),
+        let pass = verdict?;
+        if pass.revocation_unknown {
+            self.metrics
+                .crl_updates
+                .with_label_values(&["check", "unknown_soft_pass"])
+                .inc();
         }
+        Ok(Some(pass.chain_der))
     }
 }
 
@@ -342,9 +348,10 @@ impl Filter for ClientCertFilter {
         if ctx.conn_cert.is_none() && self.mode == RouteCertMode::Optional {
             return Verdict::Continue;
         }
-        if let Err(f) = self.verify(ctx).await {
-            return self.reject(ctx, f);
-        }
+        let route_chain = match self.verify(ctx).await {
+            Ok(c) => c,
+            Err(f) => return self.reject(ctx, f),
+        };
         let Some(cert) = ctx.conn_cert.clone() else {
             return self.reject(ctx, CertFailure::Missing);
         };
@@ -377,10 +384,14 @@ impl Filter for ClientCertFilter {
                 unix_now(),
             );
         }
+        let chain = route_chain
+            .as_deref()
+            .unwrap_or(cert.validated_chain_der.as_slice());
         forward_headers(
             &self.forward,
             &self.pem_header,
             &cert,
+            chain,
             &mut ctx.upstream_headers,
         );
         ctx.client_cert = Some(cert);

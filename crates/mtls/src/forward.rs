@@ -16,11 +16,13 @@ pub const CERT_HEADERS: &[&str] = &[
     "x-ssl-client-cert",
 ];
 
-/// Add the forwarding headers for `c` to `out`.
+/// Add the forwarding headers for `c` to `out`; `chain`: the certificates `c` was
+/// validated with (leaf excluded, trust anchor last), for RFC 9440 `Client-Cert-Chain`.
 pub fn forward_headers(
     cfg: &CertForward,
     pem_header: &HeaderName,
     c: &ClientCert,
+    chain: &[Vec<u8>],
     out: &mut UpstreamHeaders,
 ) {
     let mut push = |name: HeaderName, value: String| {
@@ -32,8 +34,8 @@ pub fn forward_headers(
         CertForwardFormat::None => {}
         CertForwardFormat::Rfc9440 => {
             push(HeaderName::from_static("client-cert"), sf_binary(&c.der));
-            if cfg.chain && !c.chain_der.is_empty() {
-                let chain: Vec<String> = c.chain_der.iter().map(|d| sf_binary(d)).collect();
+            if cfg.chain && !chain.is_empty() {
+                let chain: Vec<String> = chain.iter().map(|d| sf_binary(d)).collect();
                 push(
                     HeaderName::from_static("client-cert-chain"),
                     chain.join(", "),
@@ -120,16 +122,17 @@ mod tests {
             chain: true,
             header: None,
         };
-        forward_headers(&cfg, &name, &c, &mut out);
+        // the chain forwarded is the one given (the validation path), not the one sent
+        forward_headers(&cfg, &name, &c, &[vec![6], vec![7, 8]], &mut out);
         assert_eq!(out[0].1, ":AQID:");
-        assert_eq!(out[1].1, ":BAU=:");
+        assert_eq!(out[1].1, ":Bg==:, :Bwg=:");
         out.clear();
         let cfg = CertForward {
             format: CertForwardFormat::Xfcc,
             chain: false,
             header: None,
         };
-        forward_headers(&cfg, &name, &c, &mut out);
+        forward_headers(&cfg, &name, &c, &[], &mut out);
         assert!(out[0]
             .1
             .to_str()
@@ -141,7 +144,7 @@ mod tests {
             chain: false,
             header: None,
         };
-        forward_headers(&cfg, &name, &c, &mut out);
+        forward_headers(&cfg, &name, &c, &[], &mut out);
         assert!(out[0]
             .1
             .to_str()

@@ -117,6 +117,7 @@ pub fn parse(
     Ok(ClientCert {
         der: der.to_vec(),
         chain_der,
+        validated_chain_der: Vec::new(),
         subject: dn_string(&subject),
         issuer: dn_string(&issuer),
         common_name,

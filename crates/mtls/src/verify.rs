@@ -115,6 +115,21 @@ pub struct Verified {
     pub issuer_der: Option<Vec<u8>>,
     /// A CRL was missing and `soft` revocation let the certificate pass.
     pub revocation_unknown: bool,
+    /// The verified path, leaf first, trust anchor last.
+    pub path: Vec<X509>,
+}
+
+impl Verified {
+    /// DER of the certificates the leaf was validated with: the verified path without the
+    /// leaf, trust anchor included (RFC 9440 §2.3 `Client-Cert-Chain`: "the certificate
+    /// chain used for validation", which may differ from what the client sent).
+    pub fn validation_chain_der(&self) -> Vec<Vec<u8>> {
+        self.path
+            .iter()
+            .skip(1)
+            .filter_map(|c| c.to_der().ok())
+            .collect()
+    }
 }
 
 fn build_store(cas: &[X509], crl_files: &[String]) -> Result<X509Store, TrustError> {
@@ -215,17 +230,15 @@ impl TrustStore {
         &self.crls
     }
 
-    /// Verify the chain (no CRL check by OpenSSL for a store made with
-    /// [`TrustStore::with_own_revocation`]) and return the verified path, leaf first.
+    /// Verify the chain against the store as it is (no CRL check by OpenSSL for a store
+    /// made with [`TrustStore::with_own_revocation`]; no soft-revocation fallback).
     pub fn verify_path(
         &self,
         leaf: &X509,
         chain: &[X509],
         skew_secs: i64,
-    ) -> Result<(Verified, Vec<X509>), CertFailure> {
-        let mut path = Vec::new();
-        let v = self.verify_with(&self.store, leaf, chain, skew_secs, Some(&mut path))?;
-        Ok((v, path))
+    ) -> Result<Verified, CertFailure> {
+        self.verify_with(&self.store, leaf, chain, skew_secs)
     }
 
     /// Verify `leaf` with the intermediates the client sent. `skew_secs` widens the leaf's
@@ -236,16 +249,15 @@ impl TrustStore {
         chain: &[X509],
         skew_secs: i64,
     ) -> Result<Verified, CertFailure> {
-        match self.verify_with(&self.store, leaf, chain, skew_secs, None) {
+        match self.verify_with(&self.store, leaf, chain, skew_secs) {
             Err(CertFailure::RevocationUnknown) if self.soft_revocation => {
                 // Some CRL is missing or stale. Verify the chain without OpenSSL's CRL check,
                 // then check every link against the CRLs we do have: a CRL that is present
                 // (even an expired one: revocation is final) still revokes.
                 let store = self.store_no_crl.as_ref().unwrap_or(&self.store);
-                let mut path = Vec::new();
-                let v = self.verify_with(store, leaf, chain, skew_secs, Some(&mut path))?;
+                let v = self.verify_with(store, leaf, chain, skew_secs)?;
                 let crls: Vec<&X509Crl> = self.crls.iter().collect();
-                revocation_status(&path, &crls)?;
+                revocation_status(&v.path, &crls)?;
                 Ok(Verified {
                     revocation_unknown: true,
                     ..v
@@ -261,7 +273,6 @@ impl TrustStore {
         leaf: &X509,
         chain: &[X509],
         skew_secs: i64,
-        path_out: Option<&mut Vec<X509>>,
     ) -> Result<Verified, CertFailure> {
         let fail = |_| CertFailure::Invalid;
         let mut stack = Stack::new().map_err(fail)?;
@@ -269,23 +280,18 @@ impl TrustStore {
             stack.push(c.clone()).map_err(fail)?;
         }
         let mut ctx = X509StoreContext::new().map_err(fail)?;
-        let want_path = path_out.is_some();
         let (ok, err, depth, issuer_der, chain_len, path) = ctx
             .init(store, leaf, &stack, |c| {
                 let ok = c.verify_cert()?;
                 let chain = c.chain();
                 let issuer = chain.and_then(|ch| ch.get(1)).and_then(|i| i.to_der().ok());
                 let len = chain.map(|ch| ch.len()).unwrap_or(0);
-                let path: Vec<X509> = match chain {
-                    Some(ch) if want_path => ch.iter().map(|x| x.to_owned()).collect(),
-                    _ => Vec::new(),
-                };
+                let path: Vec<X509> = chain
+                    .map(|ch| ch.iter().map(|x| x.to_owned()).collect())
+                    .unwrap_or_default();
                 Ok((ok, c.error(), c.error_depth(), issuer, len, path))
             })
             .map_err(fail)?;
-        if let Some(out) = path_out {
-            *out = path;
-        }
         if !ok {
             // OpenSSL checks each certificate's time after its signature, walking from the
             // anchor down to the leaf, and after revocation: a time error at depth 0 means
@@ -308,6 +314,7 @@ impl TrustStore {
         Ok(Verified {
             issuer_der,
             revocation_unknown: false,
+            path,
         })
     }
 }
