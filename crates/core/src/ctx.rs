@@ -9,7 +9,8 @@ use triomphe::ThinArc;
 #[derive(Debug, Clone, Default)]
 pub struct TokenInfo {
     /// The verified claims (introspection result or JWT payload). Never contains the
-    /// opaque token itself.
+    /// opaque token itself; for a phantom-token route it carries, as its attachment, the
+    /// `Bearer <jwt>` forwarded upstream.
     pub claims: Claims,
 }
 
@@ -39,7 +40,8 @@ pub struct Reuse {
 
 /// Verified token claims, stored compactly because a cache may hold a million of them.
 ///
-/// One allocation holds everything a cached token costs: a fixed head (`exp`,
+/// One allocation holds everything a cached token costs (a second, small one holds the
+/// parsed claims when every claim is kept, [`Keep::All`]): a fixed head (`exp`,
 /// `cnf."x5t#S256"` decoded, where each field ends, [`Reuse`]) and one byte string with
 /// the holder's attachment (the phantom-token filter keeps `Bearer <jwt>` there, the one
 /// copy of the JWT), the scopes, `client_id`, `sub` and — only when some rule may read
@@ -192,25 +194,32 @@ impl Claims {
             json.map_or(0, str::len),
         ];
         let total: usize = fields.iter().sum();
+        if u32::try_from(total).is_err() {
+            // > 4 GiB of claims cannot pass the header and body limits; keep nothing (an
+            // entry without an attachment is never taken for an active token: fail closed)
+            let head = Head {
+                reuse,
+                exp: exp.unwrap_or_default(),
+                ends: [0; 4],
+                full: full.map(|_| Box::default()),
+                cnf,
+                present: present & HAS_EXP,
+            };
+            return Self(ThinArc::from_header_and_slice(head, &[]));
+        }
         let mut bytes = Vec::with_capacity(total);
+        // every end fits in a u32: the total does (checked above)
+        let end = |b: &Vec<u8>| b.len() as u32;
         let mut ends = [0u32; 4];
         bytes.extend_from_slice(attachment);
-        ends[0] = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        ends[0] = end(&bytes);
         bytes.extend_from_slice(scopes.join(" ").as_bytes());
-        ends[1] = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        ends[1] = end(&bytes);
         bytes.extend_from_slice(client_id.unwrap_or_default().as_bytes());
-        ends[2] = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        ends[2] = end(&bytes);
         bytes.extend_from_slice(sub.unwrap_or_default().as_bytes());
-        ends[3] = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        ends[3] = end(&bytes);
         bytes.extend_from_slice(json.unwrap_or_default().as_bytes());
-        let mut full = full;
-        if u32::try_from(bytes.len()).is_err() {
-            // > 4 GiB of claims cannot pass the header and body limits; keep nothing
-            present &= HAS_EXP;
-            bytes.clear();
-            ends = [0; 4];
-            full = full.map(|_| Box::default());
-        }
         let head = Head {
             reuse,
             exp: exp.unwrap_or_default(),

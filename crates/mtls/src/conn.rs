@@ -77,7 +77,9 @@ pub fn inspect_memo(
             let cert = Arc::new(cert);
             if let (Some(m), Some(k), Ok(v)) = (memo, key, &verdict) {
                 if let Some(window) = validity_window(&v.path) {
-                    m.put(k, window, cert.clone(), now);
+                    // a copy: this connection's route-verdict memo must not live on in the
+                    // listener's memo after the connection closes
+                    m.put(k, window, Arc::new(cert.as_ref().clone()), now);
                 }
             }
             Some(ConnCert { cert, failure })

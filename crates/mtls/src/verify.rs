@@ -123,12 +123,14 @@ impl Verified {
     /// DER of the certificates the leaf was validated with: the verified path without the
     /// leaf, trust anchor included (RFC 9440 §2.3 `Client-Cert-Chain`: "the certificate
     /// chain used for validation", which may differ from what the client sent).
+    /// Empty if a certificate cannot be encoded: no chain rather than one with a gap.
     pub fn validation_chain_der(&self) -> Vec<Vec<u8>> {
         self.path
             .iter()
             .skip(1)
-            .filter_map(|c| c.to_der().ok())
-            .collect()
+            .map(|c| c.to_der())
+            .collect::<Result<_, _>>()
+            .unwrap_or_default()
     }
 }
 

@@ -290,14 +290,16 @@ impl Filter for PhantomTokenFilter {
                 ));
             }
         };
-        let (Some(claims), Some(upstream_header)) = (entry.claims(), entry.upstream_header())
-        else {
-            return Verdict::Reject(Rejection::bearer(
+        let inactive = || {
+            Verdict::Reject(Rejection::bearer(
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",
                 "token_inactive",
                 "the access token is not active",
-            ));
+            ))
+        };
+        let Some(claims) = entry.claims() else {
+            return inactive();
         };
         if claims.exp().is_some_and(|e| e <= gatehouse_jwt::now()) {
             return Verdict::Reject(Rejection::bearer(
@@ -307,7 +309,11 @@ impl Filter for PhantomTokenFilter {
                 "the access token has expired",
             ));
         }
-        // `Bearer <jwt>` was validated as a header value once, when cached
+        // `Bearer <jwt>` was validated as a header value when cached: copying it cannot
+        // fail (and would refuse the request if it did)
+        let Some(upstream_header) = entry.upstream_header() else {
+            return inactive();
+        };
         ctx.upstream_headers
             .push((http::header::AUTHORIZATION, upstream_header));
         ctx.token = Some(TokenInfo {
