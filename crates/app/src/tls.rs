@@ -106,7 +106,7 @@ struct Acceptor {
     chains: Chains,
 }
 
-/// Most leaf → chain entries kept for resumed sessions (then the table starts over).
+/// Most leaf → chain entries kept for resumed sessions (when full, an eighth goes).
 const MAX_CHAINS: usize = 10_000;
 
 impl Acceptor {
@@ -140,9 +140,7 @@ impl Acceptor {
     /// verified ones: anything else is rejected again on resumption anyway).
     fn remember_chain(&self, key: [u8; 32], chain: Vec<X509>) {
         if let Ok(mut chains) = self.chains.lock() {
-            if chains.len() >= MAX_CHAINS {
-                chains.clear();
-            }
+            gatehouse_core::make_room(&mut chains, MAX_CHAINS);
             chains.insert(key, Arc::new(chain));
         }
     }

@@ -125,6 +125,22 @@ pub struct ClientCert {
     pub memo: VerdictMemo,
 }
 
+/// Room for one more entry in a bounded per-listener table (at most `max` entries): when
+/// full, one entry in eight goes (at least enough to fit), picked by the map's randomly
+/// seeded order. A burst of new certificates neither grows the table nor empties it at
+/// once, and each insert stays O(1) amortized.
+pub fn make_room<K, V, S>(map: &mut std::collections::HashMap<K, V, S>, max: usize) {
+    if map.len() < max {
+        return;
+    }
+    let drop = (map.len() / 8).max(map.len() + 1 - max);
+    let mut seen = 0usize;
+    map.retain(|_, _| {
+        seen += 1;
+        seen > drop
+    });
+}
+
 /// Result of a route-specific verification.
 pub type RouteVerdict = Result<RoutePass, CertFailure>;
 
@@ -208,6 +224,22 @@ fn hex_lower(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_full_table_sheds_an_eighth_and_keeps_the_rest() {
+        let mut m: std::collections::HashMap<u32, ()> = (0..64).map(|i| (i, ())).collect();
+        make_room(&mut m, 100);
+        assert_eq!(m.len(), 64);
+        make_room(&mut m, 64);
+        assert_eq!(m.len(), 56);
+        // a tiny table still makes room for one
+        let mut t: std::collections::HashMap<u32, ()> = (0..3).map(|i| (i, ())).collect();
+        make_room(&mut t, 3);
+        assert_eq!(t.len(), 2);
+        let mut empty: std::collections::HashMap<u32, ()> = Default::default();
+        make_room(&mut empty, 0);
+        assert!(empty.is_empty());
+    }
+
     use super::*;
 
     #[test]

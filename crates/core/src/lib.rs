@@ -17,7 +17,7 @@ mod cert;
 mod ctx;
 mod header;
 
-pub use cert::{CertFailure, ClientCert, RoutePass, RouteVerdict, VerdictMemo};
+pub use cert::{make_room, CertFailure, ClientCert, RoutePass, RouteVerdict, VerdictMemo};
 pub use ctx::{Claims, Keep, RequestCtx, Reuse, TokenInfo, UpstreamHeaders};
 pub use header::{bearer_token, BearerError};
 

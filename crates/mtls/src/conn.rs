@@ -94,7 +94,8 @@ pub fn inspect_memo(
     }
 }
 
-/// Most verified certificates remembered per listener (then the memo starts over).
+/// Most verified certificates remembered per listener (when full, the expired go, then an
+/// eighth of the rest).
 const MAX_VERIFIED: usize = 4096;
 /// Intermediates (DER bytes) beyond which a verification is not remembered.
 const MAX_MEMO_CHAIN_BYTES: usize = 16 * 1024;
@@ -138,9 +139,7 @@ impl VerifiedLeaves {
         if let Ok(mut map) = self.map.lock() {
             if map.len() >= MAX_VERIFIED {
                 map.retain(|_, ((_, u), _)| now < *u);
-                if map.len() >= MAX_VERIFIED {
-                    map.clear();
-                }
+                gatehouse_core::make_room(&mut map, MAX_VERIFIED);
             }
             map.insert(key, (window, cert));
         }
