@@ -188,20 +188,47 @@ fn expand(yaml: &str, vars: &[(String, String)]) -> String {
 /// process. Proxies listen with `SO_REUSEPORT` (one socket per shard), so two tests given
 /// the same port would both bind it and the kernel would spread each test's connections
 /// over both proxies; the kernel may well return a port again once it is closed.
+///
+/// The port is drawn from below the kernel's ephemeral range: between this call and the
+/// proxy's own bind, a server of another test binding port 0 (upstreams, authorization
+/// servers) could otherwise be given the very same port, and the proxy's clients would
+/// reach that server instead (seen once: a TLS client answered by a plain HTTP server).
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+    let (lo, hi) = below_ephemeral();
+    let seed = std::hash::RandomState::new();
+    for n in 0u64.. {
+        let port = if hi > lo && n < 10_000 {
+            let span = u64::from(hi - lo);
+            lo + (std::hash::BuildHasher::hash_one(&seed, n) % span) as u16
+        } else {
+            // no room below the ephemeral range: let the kernel choose
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
         let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
+        if given.contains(&port) || std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
         }
+        given.push(port);
+        return port;
     }
+    unreachable!("u64 ran out")
+}
+
+/// Ports below the kernel's ephemeral range (`ip_local_port_range`) and above the
+/// well-known ones: `(lo, hi)`, empty if there is no such room.
+fn below_ephemeral() -> (u16, u16) {
+    let first = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let hi = first;
+    let lo = first.saturating_sub(12_000).max(10_000);
+    (lo, hi)
 }
 
 struct TestShutdown(Arc<tokio::sync::Notify>);
