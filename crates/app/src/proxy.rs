@@ -127,12 +127,12 @@ impl ProxyHttp for Chain {
         let rt = self.runtime.load_full();
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
         let listener = rt.listener(local).cloned();
-        let path = session.req_header().uri.path().to_owned();
+        let req = session.req_header();
         let found = rt
             .route(
                 listener.as_ref().map(|l| &*l.name),
-                host_of(session.req_header()),
-                &path,
+                host_of(req),
+                req.uri.path(),
             )
             .map(|(i, r)| (i, r.name.clone()));
         ctx.runtime = Some(rt.clone());

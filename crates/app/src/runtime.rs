@@ -198,14 +198,15 @@ impl Runtime {
         host: Option<&str>,
         path: &str,
     ) -> Option<(usize, &RouteRt)> {
-        let host = host.map(|h| strip_port(h).to_ascii_lowercase());
+        // route hosts are kept in lower case; no per-request lower-cased copy
+        let host = host.map(strip_port);
         self.routes.iter().enumerate().find(|(_, r)| {
             r.listeners
                 .as_ref()
                 .is_none_or(|ls| listener.is_some_and(|l| ls.iter().any(|x| x == l)))
                 && r.host
                     .as_ref()
-                    .is_none_or(|h| host.as_deref() == Some(h.as_str()))
+                    .is_none_or(|h| host.is_some_and(|x| x.eq_ignore_ascii_case(h)))
                 && path.starts_with(&r.path_prefix)
         })
     }

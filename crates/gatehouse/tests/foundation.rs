@@ -248,6 +248,15 @@ async fn routes_by_host_and_longest_path_prefix() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!((up.count(), up2.count()), (1, 2));
+    // host names match without regard to case (RFC 9110 §4.2.3)
+    let res = c
+        .get(gh.url("/api/v1/x"))
+        .header("host", "Partner.EXAMPLE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!((up.count(), up2.count()), (1, 3));
     let res = c.get(gh.url("/nothing/here")).send().await.unwrap();
     assert_eq!(res.status(), 404);
     assert_eq!(json(res).await["error"], "no_route");
