@@ -25,8 +25,18 @@ def med(rs, i):
 best_nginx = {"passthru_mtls": "passthru_mtls", "auth_cnf": "auth_cnf_lua_lru",
               "handshake_full": "handshake_full"}
 print()
-print("| scenario | proxy | req/s | p50 ms | p99 ms | proxy CPU % of a core | success | Gatehouse / NGINX |")
-print("|---|---|---:|---:|---:|---:|---:|---|")
+
+
+def cpu_us(peer, sc):
+    """Median over rounds of the proxy's CPU time per request, µs (the rounds' load rows
+    and CPU readings were recorded in the same order)."""
+    pairs = zip(by.get((peer, sc), []), cpu.get((peer, sc), []))
+    v = [pct / 100 / float(r[6]) * 1e6 for r, pct in pairs if float(r[6]) > 0]
+    return statistics.median(v) if v else float("nan")
+
+
+print("| scenario | proxy | req/s | p50 ms | p99 ms | proxy CPU % of a core | proxy CPU µs per request | success | Gatehouse / NGINX |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---|")
 for sc in ["passthru_mtls", "auth_cnf", "auth_cnf_lua", "auth_cnf_lua_lru", "handshake_full"]:
     for peer in ["nginx", "gatehouse"]:
         rs = by.get((peer, sc))
@@ -36,11 +46,11 @@ for sc in ["passthru_mtls", "auth_cnf", "auth_cnf_lua", "auth_cnf_lua_lru", "han
         ratio = ""
         ref = ("nginx", best_nginx.get(sc, sc))
         if peer == "gatehouse" and ref in by:
-            ratio = (f"{rps / med(by[ref], 6):.2f}x req/s, p99 {med(rs, 8):.2f} vs {med(by[ref], 8):.2f} ms"
-                     f" (vs {ref[1]})")
+            ratio = (f"{rps / med(by[ref], 6):.2f}x req/s, p99 {med(rs, 8):.2f} vs {med(by[ref], 8):.2f} ms,"
+                     f" CPU per request {cpu_us(peer, sc):.1f} vs {cpu_us(*ref):.1f} µs (vs {ref[1]})")
         c = cpu.get((peer, sc))
         cpu_s = f"{statistics.median(c):.0f}" if c else "-"
-        print(f"| {sc} | {peer} | {rps:.0f} | {med(rs, 7):.2f} | {med(rs, 8):.2f} | {cpu_s} | {rs[-1][9]} | {ratio} |")
+        print(f"| {sc} | {peer} | {rps:.0f} | {med(rs, 7):.2f} | {med(rs, 8):.2f} | {cpu_s} | {cpu_us(peer, sc):.1f} | {rs[-1][9]} | {ratio} |")
 print()
 print("cache-miss burst (100 concurrent first uses of one fresh token): introspection calls")
 for l in open(burst):
