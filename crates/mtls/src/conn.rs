@@ -59,21 +59,23 @@ pub fn inspect_memo(
             });
         }
     }
-    let verdict = match memo {
-        // the store checks no revocation here, so `verify` would be `verify_path`
-        Some(_) => trust.verify_path(&leaf, &chain, 0),
-        None => trust.verify(&leaf, &chain, 0),
+    let verdict = trust.verify(&leaf, &chain, 0);
+    // the verified path without the leaf (RFC 9440's validation chain): its first
+    // certificate is the leaf's issuer, encoded once for both
+    let validated = verdict
+        .as_ref()
+        .map(|v| v.validation_chain_der())
+        .unwrap_or_default();
+    // (a path whose other certificates would not encode still names the issuer)
+    let unlisted = match (&verdict, validated.is_empty()) {
+        (Ok(v), true) => v.path.get(1).and_then(|i| i.to_der().ok()),
+        _ => None,
     };
-    let issuer = verdict.as_ref().ok().and_then(|v| v.issuer_der.clone());
-    match crate::parse::parse(&der, chain_der, issuer.as_deref()) {
+    let issuer = validated.first().or(unlisted.as_ref()).map(Vec::as_slice);
+    match crate::parse::parse(&der, chain_der, issuer) {
         Ok(mut cert) => {
-            let failure = match &verdict {
-                Ok(v) => {
-                    cert.validated_chain_der = v.validation_chain_der();
-                    None
-                }
-                Err(e) => Some(*e),
-            };
+            let failure = verdict.as_ref().err().copied();
+            cert.validated_chain_der = validated;
             let cert = Arc::new(cert);
             if let (Some(m), Some(k), Ok(v)) = (memo, key, &verdict) {
                 if let Some(window) = validity_window(&v.path) {

@@ -111,8 +111,6 @@ pub fn revocation_status(path: &[X509], crls: &[&X509Crl]) -> Result<bool, CertF
 /// What verification established.
 #[derive(Debug, Clone)]
 pub struct Verified {
-    /// DER of the certificate that issued the leaf.
-    pub issuer_der: Option<Vec<u8>>,
     /// A CRL was missing and `soft` revocation let the certificate pass.
     pub revocation_unknown: bool,
     /// The verified path, leaf first, trust anchor last.
@@ -282,16 +280,14 @@ impl TrustStore {
             stack.push(c.clone()).map_err(fail)?;
         }
         let mut ctx = X509StoreContext::new().map_err(fail)?;
-        let (ok, err, depth, issuer_der, chain_len, path) = ctx
+        let (ok, err, depth, path) = ctx
             .init(store, leaf, &stack, |c| {
                 let ok = c.verify_cert()?;
-                let chain = c.chain();
-                let issuer = chain.and_then(|ch| ch.get(1)).and_then(|i| i.to_der().ok());
-                let len = chain.map(|ch| ch.len()).unwrap_or(0);
-                let path: Vec<X509> = chain
+                let path: Vec<X509> = c
+                    .chain()
                     .map(|ch| ch.iter().map(|x| x.to_owned()).collect())
                     .unwrap_or_default();
-                Ok((ok, c.error(), c.error_depth(), issuer, len, path))
+                Ok((ok, c.error(), c.error_depth(), path))
             })
             .map_err(fail)?;
         if !ok {
@@ -310,11 +306,10 @@ impl TrustStore {
             }
         }
         // the verified chain holds leaf and anchor; what lies between are intermediates
-        if chain_len >= 2 && (chain_len as u32 - 2) > self.max_depth {
+        if path.len() >= 2 && (path.len() as u32 - 2) > self.max_depth {
             return Err(CertFailure::ChainTooLong);
         }
         Ok(Verified {
-            issuer_der,
             revocation_unknown: false,
             path,
         })
