@@ -11,10 +11,12 @@ for r in rows:
     by[(r[1], r[2])].append(r)
 scmap = {"passthru": "passthru_mtls", "auth": "auth_cnf", "auth_lua": "auth_cnf_lua",
          "auth_lua_lru": "auth_cnf_lua_lru", "handshake": "handshake_full"}
-cpu = collections.defaultdict(list)
+cpu = collections.defaultdict(list)   # % of a core, all of the proxy's CPU
+ucpu = collections.defaultdict(list)  # % of a core in user space (absent in older logs)
 for l in open(cpu_log):
-    p, sc, pct = l.rstrip("\n").split("\t")
-    cpu[(p, scmap.get(sc, sc))].append(float(pct))
+    f = l.rstrip("\n").split("\t")
+    cpu[(f[0], scmap.get(f[1], f[1]))].append(float(f[2]))
+    ucpu[(f[0], scmap.get(f[1], f[1]))].append(float(f[3]) if len(f) > 3 else float("nan"))
 
 
 def med(rs, i):
@@ -27,16 +29,23 @@ best_nginx = {"passthru_mtls": "passthru_mtls", "auth_cnf": "auth_cnf_lua_lru",
 print()
 
 
-def cpu_us(peer, sc):
+def cpu_us(peer, sc, table=cpu):
     """Median over rounds of the proxy's CPU time per request, µs (the rounds' load rows
     and CPU readings were recorded in the same order)."""
-    pairs = zip(by.get((peer, sc), []), cpu.get((peer, sc), []))
+    pairs = zip(by.get((peer, sc), []), table.get((peer, sc), []))
     v = [pct / 100 / float(r[6]) * 1e6 for r, pct in pairs if float(r[6]) > 0]
     return statistics.median(v) if v else float("nan")
 
 
-print("| scenario | proxy | req/s | p50 ms | p99 ms | proxy CPU % of a core | proxy CPU µs per request | success | Gatehouse / NGINX |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+def split_us(peer, sc):
+    """'user + kernel' µs per request: where the CPU goes (the kernel part is mostly the
+    loopback TCP path, the user part the proxy's own work and TLS)."""
+    u, t = cpu_us(peer, sc, ucpu), cpu_us(peer, sc)
+    return "-" if u != u else f"{u:.1f} + {t - u:.1f}"
+
+
+print("| scenario | proxy | req/s | p50 ms | p99 ms | proxy CPU % of a core | proxy CPU µs per request | user + kernel µs | success | Gatehouse / NGINX |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
 for sc in ["passthru_mtls", "auth_cnf", "auth_cnf_lua", "auth_cnf_lua_lru", "handshake_full"]:
     for peer in ["nginx", "gatehouse"]:
         rs = by.get((peer, sc))
@@ -50,7 +59,7 @@ for sc in ["passthru_mtls", "auth_cnf", "auth_cnf_lua", "auth_cnf_lua_lru", "han
                      f" CPU per request {cpu_us(peer, sc):.1f} vs {cpu_us(*ref):.1f} µs (vs {ref[1]})")
         c = cpu.get((peer, sc))
         cpu_s = f"{statistics.median(c):.0f}" if c else "-"
-        print(f"| {sc} | {peer} | {rps:.0f} | {med(rs, 7):.2f} | {med(rs, 8):.2f} | {cpu_s} | {cpu_us(peer, sc):.1f} | {rs[-1][9]} | {ratio} |")
+        print(f"| {sc} | {peer} | {rps:.0f} | {med(rs, 7):.2f} | {med(rs, 8):.2f} | {cpu_s} | {cpu_us(peer, sc):.1f} | {split_us(peer, sc)} | {rs[-1][9]} | {ratio} |")
 print()
 print("cache-miss burst (100 concurrent first uses of one fresh token): introspection calls")
 for l in open(burst):

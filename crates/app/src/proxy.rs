@@ -21,6 +21,7 @@ use gatehouse_core::{CertFailure, Rejection, RequestCtx, Verdict};
 use gatehouse_metrics::{status_class, Metrics};
 use gatehouse_mtls::ConnCert;
 use http::StatusCode;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -108,6 +109,11 @@ fn host_of(req: &RequestHeader) -> Option<&str> {
 #[async_trait]
 impl ProxyHttp for Chain {
     type CTX = Ctx;
+
+    /// No downstream modules. Pingora's default adds its response-compression module
+    /// (disabled), which still costs every request a module context and a call per
+    /// header and body task; Gatehouse passes the upstream's bodies through as they are.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
