@@ -63,11 +63,16 @@ if grep -P '^check\tFAIL' "$WORK/gatehouse-check.out" | grep -v 'got 403 want 40
   log "functional check failed"; exit 1
 fi
 
-ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-uticks() { awk '{print $14}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 nginx_pids() { local m; m=$(cat "$WORK/peer/nginx.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')"; }
-sum_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(ticks "$p"))); done; echo $t; }
-sum_uticks() { local t=0 p; for p in "$@"; do t=$((t + $(uticks "$p"))); done; echo $t; }
+# CPU ticks of the given processes, one read of each /proc/<pid>/stat: "all user"
+sum_ticks() {
+  local t=0 u=0 p a b
+  for p in "$@"; do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+    t=$((t + a + b)); u=$((u + a))
+  done
+  echo "$t $u"
+}
 CPU_LOG=$WORK/proxy-cpu.tsv; : > "$CPU_LOG"
 
 # one scenario against one proxy; records the proxy's CPU (% of one core, and the user-space
@@ -77,10 +82,10 @@ load() { # peer scenario env...
   local pids t0 t1 u0 u1 w0 w1
   if [[ $peer == nginx ]]; then pids=$(nginx_pids); else pids=$GH_PID; fi
   # shellcheck disable=SC2086
-  t0=$(sum_ticks $pids); u0=$(sum_uticks $pids); w0=$(date +%s.%N)
+  read -r t0 u0 < <(sum_ticks $pids); w0=$(date +%s.%N)
   env "$@" SCENARIOS="$sc" PEER_NAME="$peer" "$PEERS_DIR/bench.sh" load > "$WORK/load-$peer-$sc.out" 2>&1 || { cat "$WORK/load-$peer-$sc.out"; return 1; }
   # shellcheck disable=SC2086
-  t1=$(sum_ticks $pids); u1=$(sum_uticks $pids); w1=$(date +%s.%N)
+  read -r t1 u1 < <(sum_ticks $pids); w1=$(date +%s.%N)
   python3 -c "import sys; w=float(sys.argv[6])-float(sys.argv[5]); print(f'{sys.argv[1]}\t{sys.argv[2]}\t{(int(sys.argv[4])-int(sys.argv[3]))/w:.0f}\t{(int(sys.argv[8])-int(sys.argv[7]))/w:.0f}')" \
     "$peer" "$sc" "$t0" "$t1" "$w0" "$w1" "$u0" "$u1" >> "$CPU_LOG"
 }

@@ -226,9 +226,7 @@ fn below_ephemeral() -> (u16, u16) {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
-    let hi = first;
-    let lo = first.saturating_sub(12_000).max(10_000);
-    (lo, hi)
+    (first.saturating_sub(12_000).max(10_000), first)
 }
 
 struct TestShutdown(Arc<tokio::sync::Notify>);
