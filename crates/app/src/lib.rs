@@ -6,6 +6,7 @@ mod admin;
 mod proxy;
 mod reload;
 mod runtime;
+mod target;
 mod tls;
 
 use admin::Admin;

@@ -13,16 +13,17 @@
 
 use crate::access_log::AccessLog;
 use crate::runtime::{RouteRt, Runtime};
+use crate::target::{canonical_content_length, drop_upgrade, Target};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use gatehouse_config::ClientCertMode;
+use gatehouse_config::{ClientCertMode, ForwardedHeaders};
 use gatehouse_core::{CertFailure, Rejection, RequestCtx, Verdict};
 use gatehouse_metrics::{status_class, Metrics};
 use gatehouse_mtls::ConnCert;
 use http::StatusCode;
 use pingora_core::modules::http::HttpModules;
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
@@ -99,13 +100,6 @@ fn conn_cert(session: &Session) -> Option<&ConnCert> {
         .get::<ConnCert>()
 }
 
-fn host_of(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-}
-
 #[async_trait]
 impl ProxyHttp for Chain {
     type CTX = Ctx;
@@ -128,29 +122,54 @@ impl ProxyHttp for Chain {
         }
     }
 
-    /// Runs the route's filters; a rejection is answered here and ends the request.
+    /// Reads the canonical target, routes on it and makes the upstream request carry it,
+    /// then runs the route's filters; a rejection is answered here and ends the request.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = self.runtime.load_full();
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
         let listener = rt.listener(local).cloned();
-        let req = session.req_header();
-        let found = rt
-            .route(
-                listener.as_ref().map(|l| &*l.name),
-                host_of(req),
-                req.uri.path(),
-            )
-            .map(|(i, r)| (i, r.name.clone()));
         ctx.runtime = Some(rt.clone());
-        let Some((idx, name)) = found else {
-            ctx.req.route_name = "none".into();
-            let r = Rejection::new(
-                StatusCode::NOT_FOUND,
-                "no_route",
-                "no route matches this request",
-            );
-            return self.respond(session, ctx, "router", r).await;
+        let routed = {
+            let req = session.req_header();
+            match Target::read(req, rt.merge_slashes) {
+                Err(e) => Err(e),
+                Ok(target) => {
+                    let found =
+                        rt.route(&target.route_request(listener.as_ref().map(|l| &*l.name)));
+                    match found {
+                        Some((i, r)) => target
+                            .rewrite(r.key.raw_path)
+                            .map(|rw| Some((i, r.name.clone(), r.websocket, rw))),
+                        // nothing takes a path that could not be normalised: say why
+                        None => target.path.as_ref().map(|_| None).map_err(|e| *e),
+                    }
+                }
+            }
         };
+        let (idx, name, websocket, rewrite) = match routed {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                ctx.req.route_name = "none".into();
+                let r = Rejection::new(
+                    StatusCode::NOT_FOUND,
+                    "no_route",
+                    "no route matches this request",
+                );
+                return self.respond(session, ctx, "router", r).await;
+            }
+            Err(e) => {
+                ctx.req.route_name = "none".into();
+                session.set_keepalive(None);
+                let r = Rejection::invalid_request(e.reason(), e.to_string());
+                return self.respond(session, ctx, "request", r).await;
+            }
+        };
+        if let Some(rw) = rewrite {
+            rw.apply(session.req_header_mut())?;
+        }
+        if !websocket {
+            drop_upgrade(session.req_header_mut());
+        }
         ctx.route = Some(idx);
         ctx.req.route = Some(idx);
         ctx.req.route_name = name;
@@ -235,6 +254,11 @@ impl ProxyHttp for Chain {
             peer.options.ca = up.ca.clone();
         }
         peer.group_key = up.pool_key;
+        if !route.websocket {
+            // no upgrade handshake reaches the upstream (Pingora's default forwards
+            // WebSocket ones)
+            peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
+        }
         ctx.req.upstream_addr = Some(addr);
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
@@ -248,37 +272,73 @@ impl ProxyHttp for Chain {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        let mut set_forwarded = false;
         if let Some(route) = ctx.route() {
             for h in &route.owned_headers {
                 upstream.remove_header(h);
             }
+            set_forwarded = route.forwarded_headers == ForwardedHeaders::Set;
         }
         for (name, value) in ctx.req.upstream_headers.drain(..) {
             upstream.append_header(name, value)?;
         }
-        let client_ip = session
+        // one canonical Content-Length, never a list or a repeat as the client wrote it
+        if let Some(cl) = canonical_content_length(upstream) {
+            upstream.insert_header(http::header::CONTENT_LENGTH, cl)?;
+        }
+        let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
-        if let Some(ip) = client_ip {
+            .map(|a| a.ip());
+        if let Some(ip) = client {
             // we are the edge: whatever the client claims is replaced
-            upstream.insert_header("x-forwarded-for", ip)?;
+            upstream.insert_header("x-forwarded-for", ip.to_string())?;
         }
-        let proto = if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
-            "https"
-        } else {
-            "http"
-        };
+        let https = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let proto = if https { "https" } else { "http" };
         upstream.insert_header("x-forwarded-proto", proto)?;
+        if set_forwarded {
+            let host = upstream
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned);
+            let port = session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.port());
+            if let Some(v) = forwarded_value(client, proto, host.as_deref()) {
+                upstream.insert_header("forwarded", v)?;
+            }
+            if let Some(ip) = client {
+                upstream.insert_header("x-real-ip", ip.to_string())?;
+            }
+            if let Some(h) = host {
+                upstream.insert_header("x-forwarded-host", h)?;
+            }
+            if let Some(p) = port {
+                upstream.insert_header("x-forwarded-port", p.to_string())?;
+            }
+        }
         Ok(())
     }
 
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if resp.status == StatusCode::SWITCHING_PROTOCOLS
+            && !ctx.route().is_some_and(|r| r.websocket)
+        {
+            // an upgrade nobody asked for: never let it turn into an unfiltered pipe
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "unrequested 101 from the upstream",
+            )
+            .into_up());
+        }
         if let Some(t) = ctx.upstream_started.take() {
             self.metrics
                 .upstream_duration
@@ -391,4 +451,26 @@ impl ProxyHttp for Chain {
             .observe(elapsed);
         self.access_log.write(session, &ctx.req, status, elapsed);
     }
+}
+
+/// RFC 7239 `Forwarded: for=…;proto=…;host=…` (IPv6 addresses bracketed and quoted, the
+/// host quoted: a port's `:` is not a token character).
+fn forwarded_value(
+    client: Option<std::net::IpAddr>,
+    proto: &str,
+    host: Option<&str>,
+) -> Option<String> {
+    let mut v = match client? {
+        std::net::IpAddr::V4(ip) => format!("for={ip}"),
+        std::net::IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
+    };
+    v.push_str(";proto=");
+    v.push_str(proto);
+    if let Some(h) = host.filter(|h| !h.is_empty()) {
+        // a canonical host has no '"' or '\\' to escape
+        v.push_str(";host=\"");
+        v.push_str(h);
+        v.push('"');
+    }
+    Some(v)
 }

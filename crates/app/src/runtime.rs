@@ -2,9 +2,10 @@
 //! (River's external → internal split). Swapped atomically on reload.
 
 use crate::BuildError;
-use gatehouse_config::{ClientCertMode, Config};
+use gatehouse_config::{ClientCertMode, Config, ForwardedHeaders};
 use gatehouse_core::Filter;
 use gatehouse_metrics::Metrics;
+use gatehouse_routing::{RouteKey, RouteRequest};
 use http::HeaderName;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,9 +41,12 @@ impl UpstreamRt {
 /// A route ready to serve.
 pub struct RouteRt {
     pub name: Arc<str>,
-    pub host: Option<String>,
-    pub path_prefix: String,
-    pub listeners: Option<Vec<String>>,
+    /// What it matches (listeners, host, path prefix; raw or normalised path).
+    pub key: RouteKey,
+    /// Let WebSocket upgrades through (otherwise `Upgrade` is removed).
+    pub websocket: bool,
+    /// Strip or set `Forwarded`, `X-Real-IP`, `X-Forwarded-Host`, `X-Forwarded-Port`.
+    pub forwarded_headers: ForwardedHeaders,
     pub upstream: Arc<UpstreamRt>,
     pub filters: Vec<Box<dyn Filter>>,
     /// Every header a filter of this route (or the chain) sets upstream: stripped from the
@@ -61,6 +65,8 @@ pub struct ListenerRt {
 /// Everything the proxy needs per request.
 pub struct Runtime {
     pub routes: Vec<RouteRt>,
+    /// Merge repeated slashes when normalising request paths.
+    pub merge_slashes: bool,
     pub listeners: Vec<ListenerRt>,
     pub max_authorization_header: usize,
     /// Public JWKS of Gatehouse's signing key (served on the admin listener; swapped with
@@ -76,6 +82,12 @@ pub const ALWAYS_STRIPPED: &[&str] = &[
     "x-forwarded-client-cert",
     "x-ssl-client-cert",
     "x-gatehouse-route",
+    // the edge owns what the upstream learns about the client: see `forwarded_headers`
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
 ];
 
 impl Runtime {
@@ -160,23 +172,24 @@ impl Runtime {
             }
             routes.push(RouteRt {
                 name: r.name.as_str().into(),
-                host: r.matches.host.as_ref().map(|h| h.to_ascii_lowercase()),
-                path_prefix: r.matches.path_prefix.clone(),
-                listeners: r.matches.listeners.clone(),
+                key: RouteKey::new(
+                    r.matches.listeners.clone(),
+                    r.matches.host.as_deref(),
+                    &r.matches.path_prefix,
+                    r.matches.case_sensitive,
+                    r.forward_raw_path,
+                ),
+                websocket: r.websocket,
+                forwarded_headers: r.forwarded_headers,
                 upstream,
                 filters: built,
                 owned_headers: owned,
             });
         }
-        // most specific first: routes with a host, then longer prefixes
-        routes.sort_by(|a, b| {
-            b.host
-                .is_some()
-                .cmp(&a.host.is_some())
-                .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
-        });
+        routes.sort_by(|a, b| a.key.specificity(&b.key));
         Ok(Self {
             routes,
+            merge_slashes: c.server.merge_slashes,
             listeners,
             max_authorization_header: c.server.max_authorization_header,
             jwks: filters.jwks(),
@@ -192,48 +205,7 @@ impl Runtime {
     }
 
     /// The route for a request.
-    pub fn route(
-        &self,
-        listener: Option<&str>,
-        host: Option<&str>,
-        path: &str,
-    ) -> Option<(usize, &RouteRt)> {
-        // route hosts are kept in lower case; no per-request lower-cased copy
-        let host = host.map(strip_port);
-        self.routes.iter().enumerate().find(|(_, r)| {
-            r.listeners
-                .as_ref()
-                .is_none_or(|ls| listener.is_some_and(|l| ls.iter().any(|x| x == l)))
-                && r.host
-                    .as_ref()
-                    .is_none_or(|h| host.is_some_and(|x| x.eq_ignore_ascii_case(h)))
-                && path.starts_with(&r.path_prefix)
-        })
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // [v6]:port
-        return host
-            .split_once(']')
-            .map(|(h, _)| &host[..h.len() + 1])
-            .unwrap_or(host);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_port_is_ignored() {
-        assert_eq!(strip_port("api.example.com:8443"), "api.example.com");
-        assert_eq!(strip_port("api.example.com"), "api.example.com");
-        assert_eq!(strip_port("[::1]:8443"), "[::1]");
+    pub fn route(&self, req: &RouteRequest<'_>) -> Option<(usize, &RouteRt)> {
+        gatehouse_routing::select(&self.routes, |r| &r.key, req)
     }
 }

@@ -68,6 +68,10 @@ pub struct ServerSection {
     /// Largest accepted `Authorization` header, bytes.
     #[serde(default = "default_max_auth")]
     pub max_authorization_header: usize,
+    /// Merge repeated slashes in request paths before routing and forwarding (`//a` is
+    /// `/a`), as NGINX does by default.
+    #[serde(default = "default_true")]
+    pub merge_slashes: bool,
 }
 
 fn default_threads() -> usize {
@@ -105,6 +109,7 @@ impl Default for ServerSection {
             upgrade_sock: None,
             upstream_keepalive_pool: default_pool(),
             max_authorization_header: default_max_auth(),
+            merge_slashes: true,
         }
     }
 }
@@ -431,6 +436,30 @@ pub struct Route {
     /// Run in this order.
     #[serde(default)]
     pub filters: Vec<FilterConfig>,
+    /// Match and forward the path exactly as received instead of normalised (for upstreams
+    /// that need encoded slashes or dot segments). The route is then matched on the same
+    /// raw bytes, and the upstream must resolve paths no more loosely than the prefix.
+    #[serde(default)]
+    pub forward_raw_path: bool,
+    /// Let WebSocket upgrades through to the upstream. Off: `Upgrade` is removed and the
+    /// connection never becomes an unfiltered pipe.
+    #[serde(default)]
+    pub websocket: bool,
+    /// What the client said about forwarding (`Forwarded`, `X-Real-IP`,
+    /// `X-Forwarded-Host`, `X-Forwarded-Port`): `strip` (default) or `set` (replaced with
+    /// what Gatehouse saw; `Forwarded` per RFC 7239). `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` are always replaced.
+    #[serde(default)]
+    pub forwarded_headers: ForwardedHeaders,
+}
+
+/// See [`Route::forwarded_headers`].
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardedHeaders {
+    #[default]
+    Strip,
+    Set,
 }
 
 /// What a route matches. Longest path prefix wins; a route with a host beats one without.
@@ -443,6 +472,10 @@ pub struct RouteMatch {
     pub path_prefix: String,
     /// Only on these listeners (by name). Absent: all.
     pub listeners: Option<Vec<String>>,
+    /// Compare `path_prefix` byte for byte. Default `false`: ASCII letter case is ignored,
+    /// so `/ADMIN/x` cannot reach a case-insensitive upstream around the `/admin/` route.
+    #[serde(default)]
+    pub case_sensitive: bool,
 }
 
 fn root() -> String {
@@ -455,6 +488,7 @@ impl Default for RouteMatch {
             host: None,
             path_prefix: root(),
             listeners: None,
+            case_sensitive: false,
         }
     }
 }

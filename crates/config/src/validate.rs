@@ -266,6 +266,29 @@ pub fn validate(c: &Config) -> Problems {
                 format!("{at}.match.path_prefix"),
                 "must start with /".into(),
             ));
+        } else if !r.forward_raw_path {
+            // requests are routed on their normalised path: a prefix that is not in that
+            // form could never match
+            let prefix = r.matches.path_prefix.as_bytes();
+            match gatehouse_routing::normalize_path(prefix, c.server.merge_slashes) {
+                Ok(n) if n.as_bytes() == prefix => {}
+                Ok(n) => p.push((
+                    format!("{at}.match.path_prefix"),
+                    format!("requests are matched on their normalised path: write {n:?}"),
+                )),
+                Err(e) => p.push((format!("{at}.match.path_prefix"), e.to_string())),
+            }
+        }
+        if let Some(h) = &r.matches.host {
+            if h.is_empty()
+                || gatehouse_routing::host_name(h) != h
+                || gatehouse_routing::normalize_host(h.as_bytes()).is_err()
+            {
+                p.push((
+                    format!("{at}.match.host"),
+                    "must be a host name or address without port".into(),
+                ));
+            }
         }
         if let Some(ls) = &r.matches.listeners {
             for (j, l) in ls.iter().enumerate() {

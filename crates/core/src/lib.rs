@@ -48,6 +48,9 @@ pub struct Rejection {
     pub description: Cow<'static, str>,
     /// Value of the `WWW-Authenticate` response header, if any.
     pub www_authenticate: Option<String>,
+    /// The JSON `error` member when it is coarser than `reason` (e.g. `invalid_request`
+    /// for every malformed request target); `None`: see [`Self::error_code`].
+    pub error: Option<&'static str>,
 }
 
 impl Rejection {
@@ -62,6 +65,19 @@ impl Rejection {
             reason,
             description: description.into(),
             www_authenticate: None,
+            error: None,
+        }
+    }
+
+    /// 400 `invalid_request` for a request Gatehouse will not route or forward; `reason`
+    /// (the metric label) says which rule refused it.
+    pub fn invalid_request(
+        reason: &'static str,
+        description: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            error: Some("invalid_request"),
+            ..Self::new(StatusCode::BAD_REQUEST, reason, description)
         }
     }
 
@@ -92,6 +108,7 @@ impl Rejection {
             reason,
             description,
             www_authenticate: Some(challenge),
+            error: None,
         }
     }
 
@@ -103,6 +120,7 @@ impl Rejection {
             reason: "missing_token",
             description: Cow::Borrowed("an access token is required"),
             www_authenticate: Some("Bearer".to_owned()),
+            error: None,
         }
     }
 
@@ -116,12 +134,16 @@ impl Rejection {
                 "Bearer error=\"insufficient_scope\", scope=\"{}\"",
                 quoted_string_safe(required)
             )),
+            error: None,
         }
     }
 
-    /// The `error` member of the JSON body: for bearer errors this is the RFC 6750 code,
-    /// otherwise the reason itself.
+    /// The `error` member of the JSON body: `error` if set, for bearer errors the RFC 6750
+    /// code, otherwise the reason itself.
     pub fn error_code(&self) -> &str {
+        if let Some(e) = self.error {
+            return e;
+        }
         match &self.www_authenticate {
             Some(c) => c
                 .split_once("error=\"")

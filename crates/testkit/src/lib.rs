@@ -22,6 +22,9 @@ use std::time::Duration;
 
 pub use gatehouse_devauth;
 
+mod raw;
+pub use raw::{RawRequest, RawUpstream, OK};
+
 /// A PKI written to a temporary directory (config files need paths).
 pub struct TestPki {
     pub pki: Pki,

@@ -1,0 +1,103 @@
+//! Route selection: the first route, in specificity order, whose listener, host and path
+//! prefix match.
+
+/// What a route matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteKey {
+    /// Only on these listeners (by name); `None`: all.
+    pub listeners: Option<Vec<String>>,
+    /// Host name without port, in canonical form (see [`crate::normalize_host`]); `None`:
+    /// any host.
+    pub host: Option<String>,
+    /// Path prefix, matched against the normalised path (or the raw one, see `raw_path`).
+    pub path_prefix: String,
+    /// Compare the prefix byte for byte. Off by default: `/ADMIN/x` is under `/admin/`,
+    /// so a case-insensitive upstream cannot be reached around a stricter route.
+    pub case_sensitive: bool,
+    /// Match (and forward) the path exactly as received, not normalised.
+    pub raw_path: bool,
+}
+
+impl RouteKey {
+    /// A key from its config values; the host is made canonical here.
+    pub fn new(
+        listeners: Option<Vec<String>>,
+        host: Option<&str>,
+        path_prefix: &str,
+        case_sensitive: bool,
+        raw_path: bool,
+    ) -> Self {
+        let host = host.map(|h| {
+            let h = h.trim_end_matches('.');
+            h.to_ascii_lowercase()
+        });
+        Self {
+            listeners,
+            host,
+            path_prefix: path_prefix.to_owned(),
+            case_sensitive,
+            raw_path,
+        }
+    }
+
+    /// Most specific first: routes with a host, then longer prefixes (a stable sort keeps
+    /// the config order among equals).
+    pub fn specificity(&self, other: &Self) -> std::cmp::Ordering {
+        other
+            .host
+            .is_some()
+            .cmp(&self.host.is_some())
+            .then(other.path_prefix.len().cmp(&self.path_prefix.len()))
+    }
+
+    /// Whether this route takes `req`.
+    pub fn matches(&self, req: &RouteRequest<'_>) -> bool {
+        let path = if self.raw_path {
+            req.raw_path
+        } else {
+            match req.path {
+                Some(p) => p.as_bytes(),
+                // the path could not be normalised: only raw routes may take it
+                None => return false,
+            }
+        };
+        let prefix = self.path_prefix.as_bytes();
+        let prefix_ok = path.len() >= prefix.len()
+            && if self.case_sensitive {
+                &path[..prefix.len()] == prefix
+            } else {
+                path[..prefix.len()].eq_ignore_ascii_case(prefix)
+            };
+        prefix_ok
+            && self
+                .listeners
+                .as_ref()
+                .is_none_or(|ls| req.listener.is_some_and(|l| ls.iter().any(|x| x == l)))
+            && self
+                .host
+                .as_ref()
+                .is_none_or(|h| req.host.is_some_and(|x| x == h))
+    }
+}
+
+/// What a request offers the router.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteRequest<'a> {
+    /// The listener's name.
+    pub listener: Option<&'a str>,
+    /// Canonical host name without port (`None`: the request named no host).
+    pub host: Option<&'a str>,
+    /// The normalised path; `None` when it could not be normalised.
+    pub path: Option<&'a str>,
+    /// The path as received (no query).
+    pub raw_path: &'a [u8],
+}
+
+/// The first of `routes` (already in specificity order) that takes `req`.
+pub fn select<'r, T>(
+    routes: &'r [T],
+    key: impl Fn(&T) -> &RouteKey,
+    req: &RouteRequest<'_>,
+) -> Option<(usize, &'r T)> {
+    routes.iter().enumerate().find(|(_, r)| key(r).matches(req))
+}
