@@ -1,6 +1,7 @@
 //! One JSON line per request. Never the token: only its `client_id`/`sub` claims.
 
 use gatehouse_core::RequestCtx;
+use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -28,19 +29,26 @@ impl AccessLog {
         })
     }
 
-    /// Write the line for a finished request.
-    pub fn write(&self, session: &Session, ctx: &RequestCtx, status: u16, duration: f64) {
+    /// Write the line for a finished request. `req` is `None` for a request the HTTP
+    /// parser refused (there may be no header to read).
+    pub fn write(
+        &self,
+        session: &Session,
+        req: Option<&RequestHeader>,
+        ctx: &RequestCtx,
+        status: u16,
+        duration: f64,
+    ) {
         if matches!(self, Self::Off) {
             return;
         }
-        let req = session.req_header();
         let cert = ctx.client_cert.as_ref().or(ctx.conn_cert.as_ref());
         let token = ctx.token.as_ref();
         let line = serde_json::json!({
             "time": humantime_now(),
             "route": &*ctx.route_name,
-            "method": req.method.as_str(),
-            "path": req.uri.path(),
+            "method": req.map(|r| r.method.as_str()),
+            "path": req.map(|r| r.uri.path()),
             "status": status,
             "duration_s": (duration * 1e6).round() / 1e6,
             "client": session.client_addr().map(|a| a.to_string()),

@@ -91,6 +91,105 @@ impl Chain {
     }
 }
 
+impl Chain {
+    /// The client's fault: a request the HTTP parser refused (malformed header block,
+    /// ambiguous framing), a body that is not valid chunked encoding, a client too slow to
+    /// send its body, or a connection it closed.
+    async fn client_failed(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let r = match e.etype() {
+            ErrorType::InvalidHTTPHeader => {
+                Rejection::invalid_request(parse_failure_reason(e), "the request is malformed")
+            }
+            // pingora_core::protocols::http::v1::body's INVALID_CHUNK, INVALID_TRAILER_END
+            ErrorType::Custom("InvalidChunk" | "InvalidTrailerEnd") => Rejection::invalid_request(
+                "invalid_chunked_body",
+                "the request body is not valid chunked encoding",
+            ),
+            ErrorType::ReadTimedout => Rejection::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request was not received in time",
+            ),
+            // gone: nobody to answer
+            ErrorType::WriteError
+            | ErrorType::ReadError
+            | ErrorType::ConnectionClosed
+            | ErrorType::Custom("PrematureBodyEnd") => {
+                tracing::debug!(error = ?e.etype(), "client connection closed or broken");
+                return FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                };
+            }
+            _ => Rejection::invalid_request("bad_request", "the request could not be read"),
+        };
+        tracing::debug!(reason = r.reason, "request refused by the HTTP layer");
+        if ctx.req.route_name.is_empty() {
+            ctx.req.route_name = "none".into();
+        }
+        if ctx.req.conn_cert.is_none() {
+            // for the access log: who sent it, even when the request itself is unreadable
+            ctx.req.conn_cert = conn_cert(session).map(|c| c.cert.clone());
+        }
+        self.metrics
+            .rejections
+            .with_label_values(&[&ctx.req.route_name, "http", r.reason])
+            .inc();
+        let status = r.status.as_u16();
+        answer_failure(session, ctx, &r).await;
+        ctx.req.rejected_by = Some(("http", r));
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+}
+
+/// Which framing rule refused a request, from Pingora's error context (a bounded metric
+/// label; the context itself is never logged, it can quote the request's bytes).
+fn parse_failure_reason(e: &Error) -> &'static str {
+    let context = e.context.as_ref().map(|c| c.as_str()).unwrap_or("");
+    if context.starts_with("buf:") {
+        // the header block did not parse; what follows is the request's own bytes
+        "malformed_request"
+    } else if context.contains("Content-Length") {
+        "invalid_content_length"
+    } else if context.contains("Transfer-Encoding") {
+        "invalid_transfer_encoding"
+    } else if context.contains("Host") || context.contains("authority") {
+        "invalid_host"
+    } else if context.contains("larger than") {
+        "header_too_large"
+    } else {
+        "malformed_request"
+    }
+}
+
+/// Writes `r` as the JSON answer to a request that failed, unless an answer has begun;
+/// the connection closes after it (the request may not have been read to its end).
+async fn answer_failure(session: &mut Session, ctx: &mut Ctx, r: &Rejection) {
+    if session.response_written().is_some() {
+        return;
+    }
+    session.set_keepalive(None);
+    let body = r.body();
+    if let Ok(mut resp) = ResponseHeader::build(r.status, Some(4)) {
+        let _ = resp.insert_header("content-type", "application/json");
+        let _ = resp.insert_header("content-length", body.len().to_string());
+        let _ = resp.insert_header("cache-control", "no-store");
+        if session
+            .write_response_header(Box::new(resp), false)
+            .await
+            .is_ok()
+        {
+            let _ = session
+                .write_response_body(Some(Bytes::from(body)), true)
+                .await;
+        }
+    }
+    ctx.status = r.status.as_u16();
+}
+
 fn conn_cert(session: &Session) -> Option<&ConnCert> {
     session
         .digest()?
@@ -350,6 +449,9 @@ impl ProxyHttp for Chain {
 
     /// Upstream unreachable or slow: a JSON 502/504, never a hang.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if e.esource() == &ErrorSource::Downstream {
+            return self.client_failed(session, e, ctx).await;
+        }
         let (status, reason, kind, text) = match e.etype() {
             ErrorType::ConnectTimedout => (
                 504,
@@ -376,9 +478,6 @@ impl ProxyHttp for Chain {
                     "connect",
                     "the upstream is unavailable",
                 ),
-                ErrorSource::Downstream => {
-                    (400, "bad_request", "none", "the request could not be read")
-                }
                 _ => (500, "internal_error", "none", "internal error"),
             },
         };
@@ -388,35 +487,21 @@ impl ProxyHttp for Chain {
                 .with_label_values(&[&ctx.req.route_name, kind])
                 .inc();
         }
-        let downstream_gone = matches!(
-            e.etype(),
-            ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed
-        ) && e.esource() == &ErrorSource::Downstream;
-        if !downstream_gone && session.response_written().is_none() {
-            // the request may not have been read to its end: close after this answer
-            session.set_keepalive(None);
-            let status_code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let r = Rejection::new(status_code, reason, text);
-            let body = r.body();
-            if let Ok(mut resp) = ResponseHeader::build(status_code, Some(3)) {
-                let _ = resp.insert_header("content-type", "application/json");
-                let _ = resp.insert_header("content-length", body.len().to_string());
-                if session
-                    .write_response_header(Box::new(resp), false)
-                    .await
-                    .is_ok()
-                {
-                    let _ = session
-                        .write_response_body(Some(Bytes::from(body)), true)
-                        .await;
-                }
-            }
-            ctx.status = status;
-        }
+        let status_code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let r = Rejection::new(status_code, reason, text);
+        answer_failure(session, ctx, &r).await;
         FailToProxy {
-            error_code: if downstream_gone { 0 } else { status },
+            error_code: status,
             can_reuse_downstream: false,
         }
+    }
+
+    /// Errors Gatehouse's chain does not log as its own: the client's (a request the
+    /// parser refused, a broken body, a connection gone) are answered, counted and written
+    /// to the access log, never logged at ERROR (a client could write ERROR lines at will;
+    /// and Pingora's error text can quote request bytes, tokens included).
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        e.esource() == &ErrorSource::Downstream
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
@@ -449,7 +534,9 @@ impl ProxyHttp for Chain {
             .request_duration
             .with_label_values(&[route, outcome])
             .observe(elapsed);
-        self.access_log.write(session, &ctx.req, status, elapsed);
+        // no request_filter, no header to trust (there may be none: a parser refusal)
+        let req = ctx.runtime.is_some().then(|| session.req_header());
+        self.access_log.write(session, req, &ctx.req, status, elapsed);
     }
 }
 

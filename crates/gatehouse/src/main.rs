@@ -104,21 +104,60 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for HandshakeFailures 
         }
         let mut m = Message(String::new());
         event.record(&mut m);
-        if m.0.starts_with("Downstream handshake") {
+        if m.0.starts_with("Downstream handshake") || m.0.starts_with("H2 handshake error") {
             gatehouse_metrics::count_handshake_failure(&m.0);
         }
+    }
+}
+
+/// Keeps what a client can trigger at will out of the ERROR log: Pingora's
+/// `Downstream handshake error/timeout` and `H2 handshake error` lines (one per bad
+/// connection). They are counted instead (`gatehouse_tls_handshake_failures_total`, by
+/// reason), and shown with `GATEHOUSE_LOG=pingora_core=debug`.
+struct ClientNoise {
+    show: bool,
+}
+
+fn is_client_noise(event: &tracing::Event<'_>) -> bool {
+    if *event.metadata().level() != tracing::Level::ERROR {
+        return false;
+    }
+    let mut m = Message(String::new());
+    event.record(&mut m);
+    m.0.starts_with("Downstream handshake") || m.0.starts_with("H2 handshake error")
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::layer::Filter<S> for ClientNoise {
+    fn enabled(
+        &self,
+        _meta: &tracing::Metadata<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        self.show || !is_client_noise(event)
     }
 }
 
 fn main() -> ExitCode {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::Layer;
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(log_filter()),
+                .with_filter(log_filter().and(ClientNoise {
+                    show: std::env::var("GATEHOUSE_LOG")
+                        .is_ok_and(|v| v.contains("pingora_core=debug")),
+                })),
         )
         // ERROR only: an unfiltered layer would switch every trace! callsite on
         .with(HandshakeFailures.with_filter(tracing_subscriber::filter::LevelFilter::ERROR))

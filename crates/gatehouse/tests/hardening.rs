@@ -101,12 +101,44 @@ async fn no_token_jwt_secret_or_private_key_in_logs_or_metrics() {
         .header("authorization", format!("Bearer {token} extra"))
         .send()
         .await;
+    // what a client can send to make Pingora complain: a header block that does not parse
+    // (with the token in it: Pingora's error text quotes the request's bytes), ambiguous
+    // framing, a connection closed mid-header, and a connection that is not TLS at all
+    let malformed = [
+        format!("GET /api/echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nBad Header\r\n\r\n"),
+        format!("POST /api/echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Length: 1, 2\r\n\r\nab"),
+        format!("GET /api/echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n"),
+    ];
+    for req in malformed {
+        let dir = dir.clone();
+        let resp = tokio::task::spawn_blocking(move || raw_tls_with_files(port, &dir, &req))
+            .await
+            .unwrap();
+        assert!(
+            resp.is_empty() || resp.contains("invalid_request"),
+            "a refusal is JSON: {resp}"
+        );
+    }
+    {
+        use std::io::Write;
+        let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = plain.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let _ = plain.read(&mut [0u8; 64]);
+    }
     let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
+    assert!(
+        metrics.contains("gatehouse_tls_handshake_failures_total{reason=\"not_tls\"} 1"),
+        "the plain-text connection is counted"
+    );
+    assert!(
+        metrics.contains("gatehouse_rejections_total{filter=\"http\",reason=\"malformed_request\",route=\"none\"} 1"),
+        "the unparsable request is counted"
+    );
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();
@@ -121,6 +153,9 @@ async fn no_token_jwt_secret_or_private_key_in_logs_or_metrics() {
         logs.contains("/api/echo"),
         "the access log is part of what is checked"
     );
+    // the level is printed as "ERROR" (with or without colour codes around it)
+    let errors: Vec<&str> = logs.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "client-caused ERROR lines: {errors:#?}");
     let key_pem = std::fs::read_to_string(dir.join("partner-a.key")).unwrap();
     let key_body = key_pem.lines().nth(1).unwrap().to_owned();
     let secret = std::fs::read_to_string(dir.join("gateway-secret")).unwrap();
@@ -137,6 +172,30 @@ async fn no_token_jwt_secret_or_private_key_in_logs_or_metrics() {
         assert!(!metrics.contains(needle), "{what} appears in the metrics");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Raw bytes over mTLS as the demo's partner-a (certificates from the demo's folder); the
+/// response as text, empty if the connection closed without one.
+fn raw_tls_with_files(port: u16, dir: &std::path::Path, request: &str) -> String {
+    use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
+    use std::io::Write;
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_ca_file(dir.join("root-ca.pem")).unwrap();
+    b.set_certificate_chain_file(dir.join("partner-a.pem")).unwrap();
+    b.set_private_key_file(dir.join("partner-a.key"), SslFiletype::PEM)
+        .unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = b.build().connect("localhost", tcp).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    if !request.ends_with("\r\n\r\n") && !request.ends_with("ab") {
+        // mid-header: the client goes away
+        let _ = s.shutdown();
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn yaml() -> &'static str {

@@ -313,8 +313,33 @@ async fn obfuscated_framing_and_malformed_headers_are_refused() {
     ] {
         let resp = b.send(req).await;
         assert_eq!(status(&resp), 400, "{what}: {resp}");
+        assert_eq!(body(&resp)["error"], "invalid_request", "{what}: {resp}");
     }
     assert_eq!(b.up.connections().len(), 0, "{}", b.up.received());
+    // each counted with the rule that refused it, and in the access log
+    for (reason, n) in [
+        ("invalid_transfer_encoding", 3.0),
+        ("invalid_content_length", 1.0),
+        ("invalid_host", 1.0),
+        ("malformed_request", 3.0),
+    ] {
+        let series = format!(
+            "gatehouse_rejections_total{{filter=\"http\",reason=\"{reason}\",route=\"none\"}}"
+        );
+        assert_eq!(b.gh.metric(&series).await, n, "{series}\n{}", b.gh.metrics().await);
+    }
+    let log = std::fs::read_to_string(&b.access_log).unwrap();
+    let refused: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["rejected_by"] == "http")
+        .collect();
+    assert_eq!(refused.len(), 8, "{log}");
+    for e in &refused {
+        assert_eq!((&e["status"], &e["route"]), (&400.into(), &"none".into()));
+        // who sent it is known from the connection even when the request is not
+        assert!(e["cert_subject"].as_str().is_some_and(|s| s.contains("partner-a")), "{e}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

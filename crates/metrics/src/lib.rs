@@ -65,7 +65,7 @@ fn tls_handshake_failures() -> &'static IntCounterVec {
         IntCounterVec::new(
             Opts::new(
                 "gatehouse_tls_handshake_failures_total",
-                "TLS handshakes that failed before completing, by reason (from the TLS layer: not_tls, protocol_version, no_shared_cipher, client_alert, eof, timeout, other).",
+                "TLS handshakes that failed before completing, by reason (from the TLS layer: not_tls, protocol_version, no_shared_cipher, client_alert, eof, timeout, h2_handshake, other).",
             ),
             &["reason"],
         )
@@ -76,7 +76,9 @@ fn tls_handshake_failures() -> &'static IntCounterVec {
 /// The reason label for a failed handshake, from Pingora's error text (bounded set).
 pub fn classify_handshake_failure(message: &str) -> &'static str {
     let m = message.to_ascii_lowercase();
-    if m.contains("timeout") || m.contains("timed out") {
+    if m.starts_with("h2 handshake") {
+        "h2_handshake"
+    } else if m.contains("timeout") || m.contains("timed out") {
         "timeout"
     } else if m.contains("http request")
         || m.contains("wrong version number")
