@@ -12,6 +12,7 @@ export WORK=${WORK:-/tmp/peers-nginx}
 SOAK=${SOAK:-600}
 OHA=${OHA:-$(command -v oha || echo "$HOME/.cargo/bin/oha")}
 [[ -x $PEERS_DIR/bench.sh ]] || { echo "NGINX peer harness not found in $PEERS_DIR" >&2; exit 1; }
+./scripts/pingora-patches.sh   # the patched engine, as every build
 OPENSSL_NO_VENDOR=0 cargo build --release --quiet -p gatehouse   # as benches/run.sh and the image
 KEEP=1 START_PEER=0 "$PEERS_DIR/bench.sh" start >/dev/null
 C=$WORK/certs

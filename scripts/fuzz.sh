@@ -13,7 +13,7 @@ seconds=${1:-30}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(config_loader authorization_header introspection_response jwt_verify cert_identity)
+  targets=(config_loader authorization_header introspection_response jwt_verify cert_identity request_target)
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 export RUSTC_BOOTSTRAP=1

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages Gatehouse's build and tests need, if they are missing.
 # Debian/Ubuntu: cmake (Pingora's zlib-ng), pkg-config + libssl-dev (we link the system
-# OpenSSL), openssl (CLI, used by certs/gen-certs.sh). Pass extra package names as arguments.
+# OpenSSL), openssl (CLI, used by certs/gen-certs.sh), patch (Gatehouse's Pingora patches).
+# Pass extra package names as arguments. Last, it materialises the patched Pingora crates
+# (scripts/pingora-patches.sh): every cargo command needs them.
 set -euo pipefail
-want=(cmake pkg-config libssl-dev openssl prometheus "$@")
+want=(cmake pkg-config libssl-dev openssl prometheus patch "$@")
 missing=()
 # Node.js + npm run the oidc-provider interop suite; a node from elsewhere (nvm, nodesource) is fine
 command -v node >/dev/null && command -v npm >/dev/null || want+=(nodejs npm)
@@ -25,3 +27,5 @@ if ((${#missing[@]})); then
   [ $had_policy = 1 ] || $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 command -v cargo >/dev/null || { echo "setup: Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }
+# the patched Pingora crates [patch.crates-io] points at (patches/README.md)
+"$(dirname "$0")/pingora-patches.sh"

@@ -536,7 +536,8 @@ impl ProxyHttp for Chain {
             .observe(elapsed);
         // no request_filter, no header to trust (there may be none: a parser refusal)
         let req = ctx.runtime.is_some().then(|| session.req_header());
-        self.access_log.write(session, req, &ctx.req, status, elapsed);
+        self.access_log
+            .write(session, req, &ctx.req, status, elapsed);
     }
 }
 

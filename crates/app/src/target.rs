@@ -2,8 +2,8 @@
 //! rewrite that makes the upstream receive exactly that (see `gatehouse-routing`).
 
 use gatehouse_routing::{
-    host_name, normalize_host, normalize_path, normalize_query, split_target, RouteRequest,
-    TargetError,
+    host_name, normalize_host, normalize_path, normalize_path_keeping_encoded_slashes,
+    normalize_query, split_target, RouteRequest, TargetError,
 };
 use http::header::HOST;
 use http::Version;
@@ -16,6 +16,9 @@ pub struct Target<'a> {
     pub host: Option<Cow<'a, str>>,
     /// The normalised path, or why it could not be normalised.
     pub path: Result<Cow<'a, str>, TargetError>,
+    /// With an encoded `/` or `\` in the path: the normalised form that keeps them (only
+    /// `forward_raw_path` routes match on it).
+    with_encoded_slashes: Option<Cow<'a, str>>,
     /// The path as received.
     pub raw_path: &'a [u8],
     pub query: Option<&'a [u8]>,
@@ -53,9 +56,17 @@ impl<'a> Target<'a> {
             (None, None) if req.version == Version::HTTP_10 => None,
             (None, None) => return Err(TargetError::MissingHost),
         };
+        let path = normalize_path(split.path, merge_slashes);
+        let with_encoded_slashes = match path {
+            Err(TargetError::EncodedSlash) => {
+                normalize_path_keeping_encoded_slashes(split.path, merge_slashes).ok()
+            }
+            _ => None,
+        };
         Ok(Self {
             host,
-            path: normalize_path(split.path, merge_slashes),
+            path,
+            with_encoded_slashes,
             raw_path: split.path,
             query: split.query,
             absolute: authority.is_some(),
@@ -69,7 +80,7 @@ impl<'a> Target<'a> {
             listener,
             host: self.host.as_deref().map(host_name),
             path: self.path.as_deref().ok(),
-            raw_path: self.raw_path,
+            path_with_encoded_slashes: self.with_encoded_slashes.as_deref(),
         }
     }
 

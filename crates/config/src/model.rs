@@ -436,9 +436,10 @@ pub struct Route {
     /// Run in this order.
     #[serde(default)]
     pub filters: Vec<FilterConfig>,
-    /// Match and forward the path exactly as received instead of normalised (for upstreams
-    /// that need encoded slashes or dot segments). The route is then matched on the same
-    /// raw bytes, and the upstream must resolve paths no more loosely than the prefix.
+    /// Forward the path exactly as received instead of normalised (for upstreams that need
+    /// encoded slashes or dot segments). The route then matches the path as received as
+    /// well as its normalised form, and its upstream must resolve paths no more loosely
+    /// than Gatehouse does (`/files/../admin/x` reaches it as written).
     #[serde(default)]
     pub forward_raw_path: bool,
     /// Let WebSocket upgrades through to the upstream. Off: `Upgrade` is removed and the

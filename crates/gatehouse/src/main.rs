@@ -146,18 +146,22 @@ impl<S: tracing::Subscriber> tracing_subscriber::layer::Filter<S> for ClientNois
 }
 
 fn main() -> ExitCode {
+    use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::Layer;
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(log_filter().and(ClientNoise {
-                    show: std::env::var("GATEHOUSE_LOG")
-                        .is_ok_and(|v| v.contains("pingora_core=debug")),
-                })),
+                // no colour codes in what a log collector reads
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(
+                    log_filter().and(ClientNoise {
+                        show: std::env::var("GATEHOUSE_LOG")
+                            .is_ok_and(|v| v.contains("pingora_core=debug")),
+                    }),
+                ),
         )
         // ERROR only: an unfiltered layer would switch every trace! callsite on
         .with(HandshakeFailures.with_filter(tracing_subscriber::filter::LevelFilter::ERROR))

@@ -181,7 +181,8 @@ fn raw_tls_with_files(port: u16, dir: &std::path::Path, request: &str) -> String
     use std::io::Write;
     let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
     b.set_ca_file(dir.join("root-ca.pem")).unwrap();
-    b.set_certificate_chain_file(dir.join("partner-a.pem")).unwrap();
+    b.set_certificate_chain_file(dir.join("partner-a.pem"))
+        .unwrap();
     b.set_private_key_file(dir.join("partner-a.key"), SslFiletype::PEM)
         .unwrap();
     let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

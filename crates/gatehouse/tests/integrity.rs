@@ -174,10 +174,18 @@ async fn a_raw_path_route_forwards_the_bytes_it_matched() {
         b.up.requests()[0].request_line,
         "GET /files/a%2Fb/%2e%2e/c HTTP/1.1"
     );
-    // and is matched on those bytes: a dot segment does not lead into it
+    // a path that resolves into it is its own (forwarded as received), never another
+    // route's request forwarded as a path the upstream resolves into /files/
     let resp = b.get("/admin/../files/x").await;
     assert_eq!(status(&resp), 200, "{resp}");
-    assert_eq!(b.up.requests()[1].request_line, "GET /files/x HTTP/1.1");
+    assert_eq!(
+        b.up.requests()[1].request_line,
+        "GET /admin/../files/x HTTP/1.1"
+    );
+    // and a dot segment does not lead out of it
+    let resp = b.get("/files/../admin/x").await;
+    assert_eq!(status(&resp), 403, "{resp}");
+    assert_eq!(b.up.requests().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -326,7 +334,12 @@ async fn obfuscated_framing_and_malformed_headers_are_refused() {
         let series = format!(
             "gatehouse_rejections_total{{filter=\"http\",reason=\"{reason}\",route=\"none\"}}"
         );
-        assert_eq!(b.gh.metric(&series).await, n, "{series}\n{}", b.gh.metrics().await);
+        assert_eq!(
+            b.gh.metric(&series).await,
+            n,
+            "{series}\n{}",
+            b.gh.metrics().await
+        );
     }
     let log = std::fs::read_to_string(&b.access_log).unwrap();
     let refused: Vec<serde_json::Value> = log
@@ -338,7 +351,12 @@ async fn obfuscated_framing_and_malformed_headers_are_refused() {
     for e in &refused {
         assert_eq!((&e["status"], &e["route"]), (&400.into(), &"none".into()));
         // who sent it is known from the connection even when the request is not
-        assert!(e["cert_subject"].as_str().is_some_and(|s| s.contains("partner-a")), "{e}");
+        assert!(
+            e["cert_subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("partner-a")),
+            "{e}"
+        );
     }
 }
 
@@ -419,12 +437,27 @@ async fn forwarding_headers_are_stripped_or_set_by_gatehouse() {
     let port = b.gh.addr.port().to_string();
     assert_eq!(set.one("x-forwarded-port"), Some(port.as_str()));
     assert_eq!(set.one("x-forwarded-prefix"), None);
+    // nominating a forwarding header for removal is refused; nominating one Gatehouse sets
+    // removes only the client's copy
+    let resp = b
+        .send(
+            "GET /fwd/x HTTP/1.1\r\nHost: localhost\r\nConnection: close, X-Forwarded-For\r\n\r\n",
+        )
+        .await;
+    assert_eq!(status(&resp), 400, "{resp}");
+    let resp = b
+        .send("GET /fwd/y HTTP/1.1\r\nHost: localhost\r\nX-Real-IP: 6.6.6.6\r\nConnection: close, X-Real-IP\r\n\r\n")
+        .await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    let got = b.up.requests();
+    assert_eq!(got.len(), 3, "{}", b.up.received());
+    assert_eq!(got[2].one("x-real-ip"), Some("127.0.0.1"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn upgrades_pass_only_on_routes_that_allow_websocket() {
     let b = bench().await;
-    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
     let resp = b
         .send(&format!(
             "GET /public/x HTTP/1.1\r\nHost: localhost\r\n{upgrade}\r\n"
@@ -443,14 +476,14 @@ async fn upgrades_pass_only_on_routes_that_allow_websocket() {
     assert_eq!(got[1].one("upgrade"), Some("websocket"));
     // h2c smuggling: no route forwards a non-WebSocket upgrade
     let resp = b
-        .send("GET /ws/y HTTP/1.1\r\nHost: localhost\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n")
+        .send("GET /ws/y HTTP/1.1\r\nHost: localhost\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\r\n")
         .await;
     assert_eq!(status(&resp), 200, "{resp}");
     assert_eq!(b.up.requests()[2].one("upgrade"), None);
     // an upstream that switches protocols unasked is refused, not piped
     let resp = b
         .send(&format!(
-            "GET /evil101/x HTTP/1.1\r\nHost: localhost\r\n{upgrade}Connection: close\r\n\r\n"
+            "GET /evil101/x HTTP/1.1\r\nHost: localhost\r\n{upgrade}\r\n"
         ))
         .await;
     assert_eq!(status(&resp), 502, "{resp}");

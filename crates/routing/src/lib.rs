@@ -8,8 +8,8 @@ mod target;
 
 pub use table::{select, RouteKey, RouteRequest};
 pub use target::{
-    host_name, normalize_host, normalize_path, normalize_query, split_target, SplitTarget,
-    TargetError,
+    host_name, normalize_host, normalize_path, normalize_path_keeping_encoded_slashes,
+    normalize_query, split_target, SplitTarget, TargetError,
 };
 
 #[cfg(test)]

@@ -9,12 +9,12 @@ pub struct RouteKey {
     /// Host name without port, in canonical form (see [`crate::normalize_host`]); `None`:
     /// any host.
     pub host: Option<String>,
-    /// Path prefix, matched against the normalised path (or the raw one, see `raw_path`).
+    /// Path prefix, matched against the normalised path.
     pub path_prefix: String,
     /// Compare the prefix byte for byte. Off by default: `/ADMIN/x` is under `/admin/`,
     /// so a case-insensitive upstream cannot be reached around a stricter route.
     pub case_sensitive: bool,
-    /// Match (and forward) the path exactly as received, not normalised.
+    /// Forward the path exactly as received, not normalised (see [`Self::matches`]).
     pub raw_path: bool,
 }
 
@@ -50,25 +50,17 @@ impl RouteKey {
             .then(other.path_prefix.len().cmp(&self.path_prefix.len()))
     }
 
-    /// Whether this route takes `req`.
+    /// Whether this route takes `req`: its path prefix against the normalised path. A
+    /// raw-path route (which forwards the path as received) is matched on the normalised
+    /// form that keeps encoded slashes, never on the raw bytes: dot segments cannot lead
+    /// into or out of it (`/files/../admin/x` is not its, `/x/../files/a` is).
     pub fn matches(&self, req: &RouteRequest<'_>) -> bool {
         let path = if self.raw_path {
-            req.raw_path
+            req.path.or(req.path_with_encoded_slashes)
         } else {
-            match req.path {
-                Some(p) => p.as_bytes(),
-                // the path could not be normalised: only raw routes may take it
-                None => return false,
-            }
+            req.path
         };
-        let prefix = self.path_prefix.as_bytes();
-        let prefix_ok = path.len() >= prefix.len()
-            && if self.case_sensitive {
-                &path[..prefix.len()] == prefix
-            } else {
-                path[..prefix.len()].eq_ignore_ascii_case(prefix)
-            };
-        prefix_ok
+        path.is_some_and(|p| self.prefix_of(p.as_bytes()))
             && self
                 .listeners
                 .as_ref()
@@ -77,6 +69,16 @@ impl RouteKey {
                 .host
                 .as_ref()
                 .is_none_or(|h| req.host.is_some_and(|x| x == h))
+    }
+
+    fn prefix_of(&self, path: &[u8]) -> bool {
+        let prefix = self.path_prefix.as_bytes();
+        path.len() >= prefix.len()
+            && if self.case_sensitive {
+                &path[..prefix.len()] == prefix
+            } else {
+                path[..prefix.len()].eq_ignore_ascii_case(prefix)
+            }
     }
 }
 
@@ -89,8 +91,9 @@ pub struct RouteRequest<'a> {
     pub host: Option<&'a str>,
     /// The normalised path; `None` when it could not be normalised.
     pub path: Option<&'a str>,
-    /// The path as received (no query).
-    pub raw_path: &'a [u8],
+    /// When `path` is `None` because of an encoded `/` or `\`: the normalised form that
+    /// keeps them (see [`crate::normalize_path_keeping_encoded_slashes`]).
+    pub path_with_encoded_slashes: Option<&'a str>,
 }
 
 /// The first of `routes` (already in specificity order) that takes `req`.

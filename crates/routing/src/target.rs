@@ -151,7 +151,7 @@ fn push_encoded(out: &mut Vec<u8>, b: u8) {
 }
 
 /// The byte a `%XX` at the start of `s` encodes, refusing what may not be decoded or kept.
-fn percent_at(s: &[u8]) -> Result<u8, TargetError> {
+fn percent_at(s: &[u8], keep_slashes: bool) -> Result<u8, TargetError> {
     let (Some(h), Some(l)) = (
         s.get(1).copied().and_then(hex),
         s.get(2).copied().and_then(hex),
@@ -160,7 +160,7 @@ fn percent_at(s: &[u8]) -> Result<u8, TargetError> {
     };
     match (h << 4) | l {
         0 => Err(TargetError::EncodedNul),
-        b'/' | b'\\' => Err(TargetError::EncodedSlash),
+        b'/' | b'\\' if !keep_slashes => Err(TargetError::EncodedSlash),
         v => Ok(v),
     }
 }
@@ -175,7 +175,7 @@ fn is_dot_with_params(seg: &[u8]) -> bool {
 
 /// Whether `path` is already canonical: then it is forwarded as it came, without a copy
 /// (the common case, checked in one pass).
-fn is_canonical(path: &[u8], merge_slashes: bool) -> Result<bool, TargetError> {
+fn is_canonical(path: &[u8], merge_slashes: bool, keep_slashes: bool) -> Result<bool, TargetError> {
     if path.first() != Some(&b'/') {
         return Err(TargetError::Form);
     }
@@ -184,7 +184,7 @@ fn is_canonical(path: &[u8], merge_slashes: bool) -> Result<bool, TargetError> {
     while i < path.len() {
         match path[i] {
             b'%' => {
-                let v = percent_at(&path[i..])?;
+                let v = percent_at(&path[i..], keep_slashes)?;
                 if unreserved(v)
                     || path[i + 1].is_ascii_lowercase()
                     || path[i + 2].is_ascii_lowercase()
@@ -218,7 +218,25 @@ fn is_canonical(path: &[u8], merge_slashes: bool) -> Result<bool, TargetError> {
 /// Borrowed when the path is canonical already. Idempotent:
 /// `normalize_path(normalize_path(p)) == normalize_path(p)`.
 pub fn normalize_path(path: &[u8], merge_slashes: bool) -> Result<Cow<'_, str>, TargetError> {
-    if is_canonical(path, merge_slashes)? {
+    normalize(path, merge_slashes, false)
+}
+
+/// [`normalize_path`], except that an encoded `/` or `\` is kept (upper-cased) as a
+/// character of its segment instead of refused: what a `forward_raw_path` route is matched
+/// on, so that the dot segments around it cannot lead out of its prefix.
+pub fn normalize_path_keeping_encoded_slashes(
+    path: &[u8],
+    merge_slashes: bool,
+) -> Result<Cow<'_, str>, TargetError> {
+    normalize(path, merge_slashes, true)
+}
+
+fn normalize(
+    path: &[u8],
+    merge_slashes: bool,
+    keep_slashes: bool,
+) -> Result<Cow<'_, str>, TargetError> {
+    if is_canonical(path, merge_slashes, keep_slashes)? {
         // only ASCII passed the check
         return std::str::from_utf8(path)
             .map(Cow::Borrowed)
@@ -231,7 +249,7 @@ pub fn normalize_path(path: &[u8], merge_slashes: bool) -> Result<Cow<'_, str>, 
     while i < path.len() {
         match path[i] {
             b'%' => {
-                let v = percent_at(&path[i..])?;
+                let v = percent_at(&path[i..], keep_slashes)?;
                 if unreserved(v) {
                     bytes.push(v);
                 } else {

@@ -94,6 +94,17 @@ fn unsafe_paths_are_refused() {
 }
 
 #[test]
+fn encoded_slashes_can_be_kept_for_raw_routes() {
+    let keep = |p: &str| {
+        normalize_path_keeping_encoded_slashes(p.as_bytes(), true).map(|c| c.into_owned())
+    };
+    assert_eq!(keep("/files/a%2fb/./c").unwrap(), "/files/a%2Fb/c");
+    assert_eq!(keep("/files/a%5Cb/../../x").unwrap(), "/x");
+    assert_eq!(keep("/a%00"), Err(TargetError::EncodedNul));
+    assert_eq!(keep("/a\\b"), Err(TargetError::Backslash));
+}
+
+#[test]
 fn normalisation_is_idempotent() {
     for p in [
         "/a/../b/./c//d/%2e%2E/e%41",
@@ -168,11 +179,12 @@ fn key(host: Option<&str>, prefix: &str) -> RouteKey {
 
 fn pick(keys: &[RouteKey], host: Option<&str>, raw: &str) -> Option<usize> {
     let path = normalize_path(raw.as_bytes(), true).ok();
+    let kept = normalize_path_keeping_encoded_slashes(raw.as_bytes(), true).ok();
     let req = RouteRequest {
         listener: None,
         host,
         path: path.as_deref(),
-        raw_path: raw.as_bytes(),
+        path_with_encoded_slashes: kept.as_deref(),
     };
     select(keys, |k| k, &req).map(|(i, _)| i)
 }
@@ -205,11 +217,15 @@ fn case_sensitive_and_raw_routes() {
     let at = |p: &str| keys.iter().position(|k| k.path_prefix == p);
     assert_eq!(pick(&keys, None, "/admin/x"), at("/"));
     assert_eq!(pick(&keys, None, "/Admin/x"), at("/Admin/"));
-    // a raw route takes what cannot be normalised, and nothing else does
+    // a raw route takes encoded slashes, and nothing else does
     assert_eq!(pick(&keys, None, "/files/a%2Fb"), at("/files/"));
     assert_eq!(pick(&keys, None, "/other/a%2Fb"), None);
-    // ... and is matched on the bytes as they came
-    assert_eq!(pick(&keys, None, "/x/../files/a"), at("/"));
+    // dot segments lead neither out of it nor into it
+    assert_eq!(pick(&keys, None, "/files/../admin/x"), at("/"));
+    assert_eq!(pick(&keys, None, "/files/a%2Fb/../../admin/x"), None);
+    // ... and on their normalised form: nothing routed elsewhere is forwarded as a path
+    // that the upstream resolves into it
+    assert_eq!(pick(&keys, None, "/x/../files/a"), at("/files/"));
 }
 
 #[test]
