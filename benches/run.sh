@@ -5,6 +5,11 @@
 #   SKIP_NGINX=1 benches/run.sh       # Gatehouse only
 #   ONLY_E=1 ROUNDS=3 benches/run.sh  # only (e), many distinct tokens
 #   E_STORE=moka benches/run.sh       # (e) with the default token store (else compact)
+#   GH_B=/path/to/gatehouse-before benches/run.sh
+#                                     # same-run A/B: a second Gatehouse binary ("gatehouse-b",
+#                                     # e.g. built from an earlier commit) loaded in every round
+#                                     # right after target/release/gatehouse
+#   SKIP_E=1 benches/run.sh           # without (e) (the many-token runs take minutes)
 # Needs: the NGINX peer harness (PEERS_DIR, default ../shared/peers/nginx next to this repo),
 # oha (cargo install oha --locked), nginx + njs + lua modules (apt), node (stub JWT).
 set -euo pipefail
@@ -34,9 +39,11 @@ OPENSSL_NO_VENDOR=0 cargo build --release --quiet -p gatehouse -p gatehouse-benc
 mkdir -p "$WORK"
 run_start=$( (wc -l < "$RESULTS") 2>/dev/null || echo 0)
 GH_PID=""
+GHB_PID=""
 MANY_PIDS=()
 cleanup() {
   [[ -n $GH_PID ]] && kill "$GH_PID" 2>/dev/null || true
+  [[ -n $GHB_PID ]] && kill "$GHB_PID" 2>/dev/null || true
   [[ ${#MANY_PIDS[@]} -gt 0 ]] && kill "${MANY_PIDS[@]}" 2>/dev/null || true
   "$PEERS_DIR/bench.sh" stop >/dev/null 2>&1 || true
 }
@@ -52,6 +59,16 @@ CERT_DIR=$CERT_DIR BENCH_INTROSPECT_SECRET=gateway-secret GATEHOUSE_LOG=warn \
   target/release/gatehouse run -c benches/nginx-harness.yaml > "$WORK/gatehouse.log" 2>&1 &
 GH_PID=$!
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:29100/readyz >/dev/null && break; sleep 0.1; done
+GHB_URL=https://localhost:28446
+if [[ -n ${GH_B:-} ]]; then
+  log "starting Gatehouse B ($GH_B) on :28446"
+  sed -e "s/127.0.0.1:28443/127.0.0.1:28446/" -e "s/127.0.0.1:29100/127.0.0.1:29103/" \
+    benches/nginx-harness.yaml > "$WORK/gatehouse-b.yaml"
+  CERT_DIR=$CERT_DIR BENCH_INTROSPECT_SECRET=gateway-secret GATEHOUSE_LOG=warn \
+    "$GH_B" run -c "$WORK/gatehouse-b.yaml" > "$WORK/gatehouse-b.log" 2>&1 &
+  GHB_PID=$!
+  for _ in $(seq 1 100); do curl -sf http://127.0.0.1:29103/readyz >/dev/null && break; sleep 0.1; done
+fi
 
 log "functional check of Gatehouse with the harness's own expectations"
 # The harness expects a failed handshake or 400 without a client certificate (NGINX's
@@ -80,7 +97,11 @@ CPU_LOG=$WORK/proxy-cpu.tsv; : > "$CPU_LOG"
 load() { # peer scenario env...
   local peer=$1 sc=$2; shift 2
   local pids t0 t1 u0 u1 w0 w1
-  if [[ $peer == nginx ]]; then pids=$(nginx_pids); else pids=$GH_PID; fi
+  case $peer in
+    nginx) pids=$(nginx_pids) ;;
+    gatehouse-b) pids=$GHB_PID ;;
+    *) pids=$GH_PID ;;
+  esac
   # shellcheck disable=SC2086
   read -r t0 u0 < <(sum_ticks $pids); w0=$(date +%s.%N)
   env "$@" SCENARIOS="$sc" PEER_NAME="$peer" "$PEERS_DIR/bench.sh" load > "$WORK/load-$peer-$sc.out" 2>&1 || { cat "$WORK/load-$peer-$sc.out"; return 1; }
@@ -92,6 +113,8 @@ load() { # peer scenario env...
 
 GH_ENV=(START_BACKEND=0 START_PEER=0 PEER_PIDS="$GH_PID" PASSTHRU_URL=$GH_URL/passthrough/bench PROXY_URL=$GH_URL/api/bench
         HANDSHAKE_URL=$GH_URL/passthrough/bench HANDSHAKE_HOSTPORT=127.0.0.1:28443)
+GHB_ENV=(START_BACKEND=0 START_PEER=0 PEER_PIDS="$GHB_PID" PASSTHRU_URL=$GHB_URL/passthrough/bench PROXY_URL=$GHB_URL/api/bench
+         HANDSHAKE_URL=$GHB_URL/passthrough/bench HANDSHAKE_HOSTPORT=127.0.0.1:28446)
 NGINX_ENV=(START_BACKEND=0 START_PEER=0)
 for round in $(seq 1 "$ROUNDS"); do
   [[ ${ONLY_E:-0} == 1 ]] && break
@@ -102,6 +125,7 @@ for round in $(seq 1 "$ROUNDS"); do
       [[ $sc == auth ]] && { load nginx auth_lua "${NGINX_ENV[@]}"; load nginx auth_lua_lru "${NGINX_ENV[@]}"; }
     fi
     load gatehouse "$sc" "${GH_ENV[@]}"
+    [[ -n $GHB_PID ]] && load gatehouse-b "$sc" "${GHB_ENV[@]}"
   done
 done
 
@@ -121,6 +145,7 @@ if [[ ${ONLY_E:-0} == 1 ]]; then : > "$WORK/burst.tsv"; else
 fi
 
 GH_RSS=$(awk '/VmRSS/{print $2}' "/proc/$GH_PID/status")
+[[ -n $GHB_PID ]] && { kill "$GHB_PID" 2>/dev/null; wait "$GHB_PID" 2>/dev/null || true; GHB_PID=""; }
 
 # (e) many distinct tokens, end to end: two fresh Gatehouses side by side (cache TTL long
 # enough to keep what is primed), one filled with 1k tokens and one with BIG_CACHE tokens
@@ -147,6 +172,11 @@ prime_many() { # n port pid -> "rss_growth_bytes_per_token"
   echo $(( (rss1 - rss0) * 1024 / $1 ))
 }
 BIG=${BIG_CACHE:-1000000}
+if [[ ${SKIP_E:-0} == 1 ]]; then
+  : > "$WORK/many-tokens.tsv"; : > "$WORK/cache-memory.tsv"
+  python3 benches/summary.py "$RESULTS" "$run_start" "$CPU_LOG" "$WORK/burst.tsv" "$WORK/cache-memory.tsv" "$GH_RSS" "$WORK/many-tokens.tsv"
+  exit 0
+fi
 start_many 1000 28444 29101
 start_many "$BIG" 28445 29102
 PER_SMALL=$(prime_many 1000 28444 "${MANY_PIDS[0]}")

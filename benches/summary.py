@@ -1,5 +1,6 @@
 """Prints the side-by-side table of one benches/run.sh run (median over rounds)."""
 import collections
+import os
 import statistics
 import sys
 
@@ -47,26 +48,34 @@ def split_us(peer, sc):
 print("| scenario | proxy | req/s | p50 ms | p99 ms | proxy CPU % of a core | proxy CPU µs per request | user + kernel µs | success | Gatehouse / NGINX |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
 for sc in ["passthru_mtls", "auth_cnf", "auth_cnf_lua", "auth_cnf_lua_lru", "handshake_full"]:
-    for peer in ["nginx", "gatehouse"]:
+    for peer in ["nginx", "gatehouse", "gatehouse-b"]:
         rs = by.get((peer, sc))
         if not rs:
             continue
         rps = med(rs, 6)
         ratio = ""
         ref = ("nginx", best_nginx.get(sc, sc))
-        if peer == "gatehouse" and ref in by:
+        if peer.startswith("gatehouse") and ref in by:
             ratio = (f"{rps / med(by[ref], 6):.2f}x req/s, p99 {med(rs, 8):.2f} vs {med(by[ref], 8):.2f} ms,"
                      f" CPU per request {cpu_us(peer, sc):.1f} vs {cpu_us(*ref):.1f} µs (vs {ref[1]})")
+        if peer == "gatehouse-b" and ("gatehouse", sc) in by:
+            a = by[("gatehouse", sc)]
+            ratio += (f"; A/B: gatehouse {med(a, 6) / rps:.3f}x the req/s of gatehouse-b,"
+                      f" CPU per request {cpu_us('gatehouse', sc):.1f} vs {cpu_us(peer, sc):.1f} µs")
         c = cpu.get((peer, sc))
         cpu_s = f"{statistics.median(c):.0f}" if c else "-"
         print(f"| {sc} | {peer} | {rps:.0f} | {med(rs, 7):.2f} | {med(rs, 8):.2f} | {cpu_s} | {cpu_us(peer, sc):.1f} | {split_us(peer, sc)} | {rs[-1][9]} | {ratio} |")
+if "gatehouse-b" in {p for p, _ in by}:
+    print("\n(gatehouse = target/release/gatehouse, gatehouse-b = $GH_B, loaded right after it in every round)")
 print()
 print("cache-miss burst (100 concurrent first uses of one fresh token): introspection calls")
 for l in open(burst):
     p, n = l.split()
     print(f"  {p}: {n}")
 print()
-import os
+if os.path.getsize(many) == 0:
+    print(f"Gatehouse RSS at the end of the run: {int(rss) / 1024:.1f} MiB ((e) skipped)")
+    sys.exit(0)
 store_file = os.path.join(os.path.dirname(many), "many-store.txt")
 store = open(store_file).read().strip() if os.path.exists(store_file) else "moka"
 print(f"(e) many distinct tokens through the full chain, cache.store: {store} (tokenload,")

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use gatehouse_testkit::{free_port, json, jwt_payload};
+use gatehouse_testkit::{free_port, json, jwt_payload, raw_tls_pem};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -130,6 +130,26 @@ async fn the_demo_runs_the_seed_003_flow() {
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
+
+    // issue 15's walk-around (curl --path-as-is): /public/ must not lead into /api/
+    for target in ["/public/../api/echo", "/public/%2e%2e/api/echo"] {
+        let (dir, req) = (
+            dir.clone(),
+            format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+        );
+        let resp = tokio::task::spawn_blocking(move || {
+            raw_tls_pem(port, &dir, "partner-a", req.as_bytes(), true)
+        })
+        .await
+        .unwrap();
+        assert!(
+            resp.starts_with("HTTP/1.1 401")
+                && resp
+                    .to_ascii_lowercase()
+                    .contains("www-authenticate: bearer"),
+            "{target}: the /api/ route's answer (a token is required), got {resp}"
+        );
+    }
 
     // a second start reuses the PKI
     let before = std::fs::read(dir.join("root-ca.pem")).unwrap();

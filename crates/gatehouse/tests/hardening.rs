@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_testkit::{
-    free_port, gateway_client, json, partner_client, raw_tls, AuthServer, Proxy, TestPki, Upstream,
+    free_port, gateway_client, json, partner_client, raw_tls, raw_tls_pem, AuthServer, Proxy,
+    TestPki, Upstream,
 };
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -111,9 +112,13 @@ async fn no_token_jwt_secret_or_private_key_in_logs_or_metrics() {
     ];
     for req in malformed {
         let dir = dir.clone();
-        let resp = tokio::task::spawn_blocking(move || raw_tls_with_files(port, &dir, &req))
-            .await
-            .unwrap();
+        // the last one is cut short: the client goes away mid-header
+        let complete = req.ends_with("\r\n\r\n") || req.ends_with("ab");
+        let resp = tokio::task::spawn_blocking(move || {
+            raw_tls_pem(port, &dir, "partner-a", req.as_bytes(), complete)
+        })
+        .await
+        .unwrap();
         assert!(
             resp.is_empty() || resp.contains("invalid_request"),
             "a refusal is JSON: {resp}"
@@ -172,31 +177,6 @@ async fn no_token_jwt_secret_or_private_key_in_logs_or_metrics() {
         assert!(!metrics.contains(needle), "{what} appears in the metrics");
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Raw bytes over mTLS as the demo's partner-a (certificates from the demo's folder); the
-/// response as text, empty if the connection closed without one.
-fn raw_tls_with_files(port: u16, dir: &std::path::Path, request: &str) -> String {
-    use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
-    use std::io::Write;
-    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
-    b.set_ca_file(dir.join("root-ca.pem")).unwrap();
-    b.set_certificate_chain_file(dir.join("partner-a.pem"))
-        .unwrap();
-    b.set_private_key_file(dir.join("partner-a.key"), SslFiletype::PEM)
-        .unwrap();
-    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut s = b.build().connect("localhost", tcp).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    if !request.ends_with("\r\n\r\n") && !request.ends_with("ab") {
-        // mid-header: the client goes away
-        let _ = s.shutdown();
-        return String::new();
-    }
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn yaml() -> &'static str {

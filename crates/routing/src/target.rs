@@ -23,7 +23,7 @@ pub enum TargetError {
     EncodedSlash,
     #[error("the path has a backslash")]
     Backslash,
-    #[error("the path has an encoded NUL")]
+    #[error("the path has a NUL (raw or %00)")]
     EncodedNul,
     #[error("the path has a dot segment with parameters ('..;')")]
     DotSegmentParameters,
@@ -194,6 +194,7 @@ fn is_canonical(path: &[u8], merge_slashes: bool, keep_slashes: bool) -> Result<
                 i += 3;
             }
             b'\\' => return Err(TargetError::Backslash),
+            0 => return Err(TargetError::EncodedNul),
             b => {
                 canonical &= path_char(b);
                 i += 1;
@@ -258,6 +259,7 @@ fn normalize(
                 i += 3;
             }
             b'\\' => return Err(TargetError::Backslash),
+            0 => return Err(TargetError::EncodedNul),
             b if path_char(b) => {
                 bytes.push(b);
                 i += 1;

@@ -81,6 +81,7 @@ fn unsafe_paths_are_refused() {
         ("/a%5cb", TargetError::EncodedSlash),
         ("/a\\..\\b", TargetError::Backslash),
         ("/a%00b", TargetError::EncodedNul),
+        ("/a\0b", TargetError::EncodedNul),
         ("/a%zz", TargetError::BadPercent),
         ("/a%2", TargetError::BadPercent),
         ("/public/..;/api/x", TargetError::DotSegmentParameters),

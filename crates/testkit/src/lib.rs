@@ -570,6 +570,39 @@ pub fn raw_tls(addr: SocketAddr, root: &Issued, cert: Option<&Issued>, request: 
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Raw bytes over mTLS to `127.0.0.1:port` with PEM files from `dir` (`root-ca.pem`,
+/// `<who>.pem`, `<who>.key`: the demo's layout), for requests an HTTP library would
+/// normalise (`--path-as-is`). With `read_answer` the response text until the server
+/// closes; without, the client closes its side right after sending (a request cut short).
+/// Blocking.
+pub fn raw_tls_pem(
+    port: u16,
+    dir: &std::path::Path,
+    who: &str,
+    request: &[u8],
+    read_answer: bool,
+) -> String {
+    use openssl::ssl::{SslConnector, SslFiletype, SslMethod};
+    use std::io::{Read, Write};
+    let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+    b.set_ca_file(dir.join("root-ca.pem")).unwrap();
+    b.set_certificate_chain_file(dir.join(format!("{who}.pem")))
+        .unwrap();
+    b.set_private_key_file(dir.join(format!("{who}.key")), SslFiletype::PEM)
+        .unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = b.build().connect("localhost", tcp).unwrap();
+    s.write_all(request).unwrap();
+    if !read_answer {
+        let _ = s.shutdown();
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The leaf certificate a TLS server presents (blocking).
 pub fn peer_cert(addr: SocketAddr, root: &Issued) -> openssl::x509::X509 {
     use openssl::ssl::{SslConnector, SslMethod};
