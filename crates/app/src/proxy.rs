@@ -13,7 +13,7 @@
 
 use crate::access_log::AccessLog;
 use crate::runtime::{RouteRt, Runtime};
-use crate::target::{canonical_content_length, drop_upgrade, Target};
+use crate::target::{canonical_content_length, drop_upgrade, route, Routed};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,6 +23,7 @@ use gatehouse_metrics::{status_class, Metrics};
 use gatehouse_mtls::ConnCert;
 use http::StatusCode;
 use pingora_core::modules::http::HttpModules;
+use pingora_core::protocols::http::HttpTask;
 use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -69,25 +70,14 @@ impl Chain {
         filter: &'static str,
         r: Rejection,
     ) -> Result<bool> {
-        let body = r.body();
-        let mut resp = ResponseHeader::build(r.status, Some(4))?;
-        resp.insert_header("content-type", "application/json")?;
-        resp.insert_header("content-length", body.len().to_string())?;
-        resp.insert_header("cache-control", "no-store")?;
-        if let Some(w) = &r.www_authenticate {
-            resp.insert_header("www-authenticate", w.as_str())?;
-        }
         self.metrics
             .rejections
             .with_label_values(&[&ctx.req.route_name, filter, r.reason])
             .inc();
         ctx.status = r.status.as_u16();
+        let written = write_json(session, &r).await;
         ctx.req.rejected_by = Some((filter, r));
-        session.write_response_header(Box::new(resp), false).await?;
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await?;
-        Ok(true)
+        written.map(|()| true)
     }
 }
 
@@ -172,22 +162,29 @@ async fn answer_failure(session: &mut Session, ctx: &mut Ctx, r: &Rejection) {
         return;
     }
     session.set_keepalive(None);
-    let body = r.body();
-    if let Ok(mut resp) = ResponseHeader::build(r.status, Some(4)) {
-        let _ = resp.insert_header("content-type", "application/json");
-        let _ = resp.insert_header("content-length", body.len().to_string());
-        let _ = resp.insert_header("cache-control", "no-store");
-        if session
-            .write_response_header(Box::new(resp), false)
-            .await
-            .is_ok()
-        {
-            let _ = session
-                .write_response_body(Some(Bytes::from(body)), true)
-                .await;
-        }
-    }
+    // the client may be gone: nothing more to do about a failed write
+    let _ = write_json(session, r).await;
     ctx.status = r.status.as_u16();
+}
+
+/// Writes `r` as Gatehouse's JSON answer. Header and body go out as one batch, which
+/// Pingora (patch 0002) writes with a single write: one TLS record.
+async fn write_json(session: &mut Session, r: &Rejection) -> Result<()> {
+    let body = r.body();
+    let mut resp = ResponseHeader::build(r.status, Some(4))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("cache-control", "no-store")?;
+    if let Some(w) = &r.www_authenticate {
+        resp.insert_header("www-authenticate", w.as_str())?;
+    }
+    session
+        .write_response_tasks(vec![
+            HttpTask::Header(Box::new(resp), false),
+            HttpTask::Body(Some(Bytes::from(body)), true),
+        ])
+        .await?;
+    Ok(())
 }
 
 fn conn_cert(session: &Session) -> Option<&ConnCert> {
@@ -228,24 +225,17 @@ impl ProxyHttp for Chain {
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
         let listener = rt.listener(local).cloned();
         ctx.runtime = Some(rt.clone());
-        let routed = {
-            let req = session.req_header();
-            match Target::read(req, rt.merge_slashes) {
-                Err(e) => Err(e),
-                Ok(target) => {
-                    let found =
-                        rt.route(&target.route_request(listener.as_ref().map(|l| &*l.name)));
-                    match found {
-                        Some((i, r)) => target
-                            .rewrite(r.key.raw_path)
-                            .map(|rw| Some((i, r.name.clone(), r.websocket, rw))),
-                        // nothing takes a path that could not be normalised: say why
-                        None => target.path.as_ref().map(|_| None).map_err(|e| *e),
-                    }
-                }
-            }
-        };
-        let (idx, name, websocket, rewrite) = match routed {
+        let routed = route(
+            &rt,
+            session.req_header(),
+            listener.as_ref().map(|l| &*l.name),
+        );
+        let Routed {
+            index: idx,
+            name,
+            websocket,
+            rewrite,
+        } = match routed {
             Ok(Some(found)) => found,
             Ok(None) => {
                 ctx.req.route_name = "none".into();
@@ -373,7 +363,15 @@ impl ProxyHttp for Chain {
     ) -> Result<()> {
         let mut set_forwarded = false;
         if let Some(route) = ctx.route() {
-            for h in &route.owned_headers {
+            // one pass over the client's few headers, not a removal per owned name (a
+            // removal hashes the name and updates the case map even when it is absent)
+            let present: Vec<http::HeaderName> = upstream
+                .headers
+                .keys()
+                .filter(|name| route.owned_headers.contains(name))
+                .cloned()
+                .collect();
+            for h in &present {
                 upstream.remove_header(h);
             }
             set_forwarded = route.forwarded_headers == ForwardedHeaders::Set;

@@ -1,6 +1,7 @@
 //! The request as the router sees it, decided once from the request header, and the
 //! rewrite that makes the upstream receive exactly that (see `gatehouse-routing`).
 
+use crate::runtime::Runtime;
 use gatehouse_routing::{
     host_name, normalize_host, normalize_path, normalize_path_keeping_encoded_slashes,
     normalize_query, split_target, RouteRequest, TargetError,
@@ -9,6 +10,37 @@ use http::header::HOST;
 use http::Version;
 use pingora_http::RequestHeader;
 use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Where a request goes, and what must change for the upstream to receive what the route
+/// matched.
+pub struct Routed {
+    /// Index into [`Runtime::routes`].
+    pub index: usize,
+    pub name: Arc<str>,
+    pub websocket: bool,
+    pub rewrite: Option<Rewrite>,
+}
+
+/// Reads the canonical target of `req` and picks its route. `Ok(None)`: no route matches
+/// (404); `Err`: the request cannot be routed safely (400).
+pub fn route(
+    rt: &Runtime,
+    req: &RequestHeader,
+    listener: Option<&str>,
+) -> Result<Option<Routed>, TargetError> {
+    let target = Target::read(req, rt.merge_slashes)?;
+    match rt.route(&target.route_request(listener)) {
+        Some((index, r)) => Ok(Some(Routed {
+            index,
+            name: r.name.clone(),
+            websocket: r.websocket,
+            rewrite: target.rewrite(r.key.raw_path)?,
+        })),
+        // nothing takes a path that could not be normalised: say why
+        None => target.path.as_ref().map(|_| None).map_err(|e| *e),
+    }
+}
 
 /// The canonical target of one request.
 pub struct Target<'a> {
