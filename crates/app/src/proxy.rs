@@ -75,7 +75,9 @@ impl Chain {
             .with_label_values(&[&ctx.req.route_name, filter, r.reason])
             .inc();
         ctx.status = r.status.as_u16();
-        let written = write_json(session, &r).await;
+        // boxed: the write's future is large, and request_filter's own future (moved into
+        // its box on every request, rejected or not) would otherwise carry its size
+        let written = Box::pin(write_json(session, &r)).await;
         ctx.req.rejected_by = Some((filter, r));
         written.map(|()| true)
     }

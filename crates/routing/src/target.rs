@@ -179,10 +179,20 @@ fn is_canonical(path: &[u8], merge_slashes: bool, keep_slashes: bool) -> Result<
     if path.first() != Some(&b'/') {
         return Err(TargetError::Form);
     }
+    // one pass: characters, escapes and segments (a request's path is read once per
+    // request; most are canonical and leave here borrowed)
     let mut canonical = true;
-    let mut i = 0;
+    let mut seg_start = 1;
+    let mut i = 1;
     while i < path.len() {
         match path[i] {
+            b'/' => {
+                // an empty segment before the last: "//"
+                canonical &= !(merge_slashes && i == seg_start);
+                canonical &= segment_is_canonical(&path[seg_start..i])?;
+                seg_start = i + 1;
+                i += 1;
+            }
             b'%' => {
                 let v = percent_at(&path[i..], keep_slashes)?;
                 if unreserved(v)
@@ -201,18 +211,19 @@ fn is_canonical(path: &[u8], merge_slashes: bool, keep_slashes: bool) -> Result<
             }
         }
     }
-    // segments: no dot segments, no empty segment before the last when merging
-    let segments = path[1..].split(|&b| b == b'/');
-    let count = path[1..].iter().filter(|&&b| b == b'/').count() + 1;
-    for (n, seg) in segments.enumerate() {
-        if is_dot_with_params(seg) {
-            return Err(TargetError::DotSegmentParameters);
-        }
-        if matches!(seg, b"." | b"..") || (merge_slashes && seg.is_empty() && n + 1 < count) {
-            canonical = false;
-        }
+    Ok(canonical && segment_is_canonical(&path[seg_start.min(path.len())..])?)
+}
+
+/// A raw segment is canonical unless it is a dot segment; a dot segment with parameters
+/// is refused.
+fn segment_is_canonical(seg: &[u8]) -> Result<bool, TargetError> {
+    if seg.first() != Some(&b'.') {
+        return Ok(true);
     }
-    Ok(canonical)
+    if is_dot_with_params(seg) {
+        return Err(TargetError::DotSegmentParameters);
+    }
+    Ok(!matches!(seg, b"." | b".."))
 }
 
 /// The canonical form of a path (RFC 3986 §6.2.2 and §5.2.4, see the module docs).
