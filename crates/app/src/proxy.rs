@@ -2,13 +2,15 @@
 //! request phases and is the only place that writes rejection responses.
 //!
 //! ```text
-//! request_filter ─ route match ─ listener cert policy ─ filters[0..n] ─┐
-//!        │ Reject: JSON 4xx/5xx written here, Ok(true)                  │ Continue
-//! upstream_peer ◀───────────────────────────────────────────────────────┘
-//!        │ round-robin peer, timeouts
-//! upstream_request_filter ─ strip owned headers, add ctx headers
+//! request_filter ─ canonical target ─ route match ─ listener cert policy ─ filters[0..n] ─┐
+//!        │ Reject: JSON 4xx/5xx written here, Ok(true)                                    │ Continue
+//!        │ (the upstream request gets the normalised target and host: target.rs)          │
+//! upstream_peer ◀─────────────────────────────────────────────────────────────────────────┘
+//!        │ round-robin peer, timeouts, no upgrades unless the route allows WebSocket
+//! upstream_request_filter ─ strip owned headers, add ctx headers, one Content-Length
 //!        │
-//! fail_to_proxy (upstream down/slow: 502/504 JSON) · logging (metrics, access log)
+//! fail_to_proxy (upstream down/slow: 502/504 JSON; the client's errors, including requests
+//!                the HTTP parser refused: 400/408 JSON) · logging (metrics, access log)
 //! ```
 
 use crate::access_log::AccessLog;
