@@ -249,3 +249,51 @@ fn the_jwt_filter_requires_an_issuer_and_an_audience() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn route_prefixes_and_hosts_must_be_in_the_form_requests_are_matched_in() {
+    let text = MINIMAL.replace(
+        "  - name: all\n    upstream: app\n",
+        "  - { name: dots, upstream: app, match: { path_prefix: /a/../b/ } }
+  - { name: slash, upstream: app, match: { path_prefix: /a%2Fb/ } }
+  - { name: escape, upstream: app, match: { path_prefix: /%61pi/ } }
+  - { name: host, upstream: app, match: { host: \"a b\" } }
+  - { name: port, upstream: app, match: { host: \"api.example:443\" } }
+  - { name: raw, upstream: app, match: { path_prefix: /files/a%2Fb/ }, forward_raw_path: true }
+  - { name: fine, upstream: app, match: { host: API.Example., path_prefix: /api/v1/ } }
+  - { name: rawlower, upstream: app, match: { path_prefix: /files/a%2fb/ }, forward_raw_path: true }
+",
+    );
+    let errs = errors(&text);
+    let msg = |path: &str| {
+        errs.iter()
+            .find(|e| e.path == path)
+            .map(|e| e.message.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        msg("routes[0].match.path_prefix").contains("\"/b/\""),
+        "{errs:#?}"
+    );
+    assert!(
+        msg("routes[1].match.path_prefix").contains("encoded"),
+        "{errs:#?}"
+    );
+    assert!(
+        msg("routes[2].match.path_prefix").contains("\"/api/\""),
+        "{errs:#?}"
+    );
+    assert!(!msg("routes[3].match.host").is_empty(), "{errs:#?}");
+    assert!(!msg("routes[4].match.host").is_empty(), "{errs:#?}");
+    // a raw route is matched on the normalised form that keeps encoded slashes
+    assert!(
+        msg("routes[7].match.path_prefix").contains("\"/files/a%2Fb/\""),
+        "{errs:#?}"
+    );
+    // ... so an encoded slash in its prefix is fine; a host is matched in canonical form
+    assert!(
+        errs.iter()
+            .all(|e| !e.path.starts_with("routes[5]") && !e.path.starts_with("routes[6]")),
+        "{errs:#?}"
+    );
+}

@@ -266,11 +266,20 @@ pub fn validate(c: &Config) -> Problems {
                 format!("{at}.match.path_prefix"),
                 "must start with /".into(),
             ));
-        } else if !r.forward_raw_path {
-            // requests are routed on their normalised path: a prefix that is not in that
+        } else {
+            // requests are routed on their normalised path (a forward_raw_path route: the
+            // normalised form that keeps encoded slashes): a prefix that is not in that
             // form could never match
             let prefix = r.matches.path_prefix.as_bytes();
-            match gatehouse_routing::normalize_path(prefix, c.server.merge_slashes) {
+            let normalised = if r.forward_raw_path {
+                gatehouse_routing::normalize_path_keeping_encoded_slashes(
+                    prefix,
+                    c.server.merge_slashes,
+                )
+            } else {
+                gatehouse_routing::normalize_path(prefix, c.server.merge_slashes)
+            };
+            match normalised {
                 Ok(n) if n.as_bytes() == prefix => {}
                 Ok(n) => p.push((
                     format!("{at}.match.path_prefix"),
