@@ -72,20 +72,23 @@ impl Chain {
         filter: &'static str,
         r: Rejection,
     ) -> Result<bool> {
-        self.metrics
-            .rejections
-            .with_label_values(&[&ctx.req.route_name, filter, r.reason])
-            .inc();
-        ctx.status = r.status.as_u16();
+        self.count_rejection(ctx, filter, &r);
         // boxed: the write's future is large, and request_filter's own future (moved into
         // its box on every request, rejected or not) would otherwise carry its size
         let written = Box::pin(write_json(session, &r)).await;
         ctx.req.rejected_by = Some((filter, r));
         written.map(|()| true)
     }
-}
 
-impl Chain {
+    /// Counts a refusal (by route, filter and reason) and records its status.
+    fn count_rejection(&self, ctx: &mut Ctx, filter: &'static str, r: &Rejection) {
+        self.metrics
+            .rejections
+            .with_label_values(&[&ctx.req.route_name, filter, r.reason])
+            .inc();
+        ctx.status = r.status.as_u16();
+    }
+
     /// The client's fault: a request the HTTP parser refused (malformed header block,
     /// ambiguous framing), a body that is not valid chunked encoding, a client too slow to
     /// send its body, or a connection it closed.
@@ -125,15 +128,12 @@ impl Chain {
             // for the access log: who sent it, even when the request itself is unreadable
             ctx.req.conn_cert = conn_cert(session).map(|c| c.cert.clone());
         }
-        self.metrics
-            .rejections
-            .with_label_values(&[&ctx.req.route_name, "http", r.reason])
-            .inc();
-        let status = r.status.as_u16();
+        self.count_rejection(ctx, "http", &r);
         answer_failure(session, ctx, &r).await;
+        let error_code = r.status.as_u16();
         ctx.req.rejected_by = Some(("http", r));
         FailToProxy {
-            error_code: status,
+            error_code,
             can_reuse_downstream: false,
         }
     }

@@ -99,13 +99,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for HandshakeFailures 
         event: &tracing::Event<'_>,
         _ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
-        if *event.metadata().level() != tracing::Level::ERROR {
-            return;
-        }
-        let mut m = Message(String::new());
-        event.record(&mut m);
-        if m.0.starts_with("Downstream handshake") || m.0.starts_with("H2 handshake error") {
-            gatehouse_metrics::count_handshake_failure(&m.0);
+        if let Some(message) = client_noise(event) {
+            gatehouse_metrics::count_handshake_failure(&message);
         }
     }
 }
@@ -118,13 +113,16 @@ struct ClientNoise {
     show: bool,
 }
 
-fn is_client_noise(event: &tracing::Event<'_>) -> bool {
+/// The message of a Pingora ERROR line a client triggers with a bad connection
+/// (`Downstream handshake error/timeout`, `H2 handshake error`), if `event` is one.
+fn client_noise(event: &tracing::Event<'_>) -> Option<String> {
     if *event.metadata().level() != tracing::Level::ERROR {
-        return false;
+        return None;
     }
     let mut m = Message(String::new());
     event.record(&mut m);
-    m.0.starts_with("Downstream handshake") || m.0.starts_with("H2 handshake error")
+    (m.0.starts_with("Downstream handshake") || m.0.starts_with("H2 handshake error"))
+        .then_some(m.0)
 }
 
 impl<S: tracing::Subscriber> tracing_subscriber::layer::Filter<S> for ClientNoise {
@@ -141,7 +139,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::layer::Filter<S> for ClientNois
         event: &tracing::Event<'_>,
         _cx: &tracing_subscriber::layer::Context<'_, S>,
     ) -> bool {
-        self.show || !is_client_noise(event)
+        self.show || client_noise(event).is_none()
     }
 
     /// No level of its own: without this hint the combined filter would have none either,

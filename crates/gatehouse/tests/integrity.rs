@@ -107,6 +107,11 @@ fn status(resp: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// The metric series of refusals before any route was chosen.
+fn refused(filter: &str, reason: &str) -> String {
+    format!("gatehouse_rejections_total{{filter=\"{filter}\",reason=\"{reason}\",route=\"none\"}}")
+}
+
 fn body(resp: &str) -> serde_json::Value {
     let (_, b) = resp.split_once("\r\n\r\n").unwrap_or(("", ""));
     serde_json::from_str(b).unwrap_or(serde_json::Value::Null)
@@ -157,9 +162,7 @@ async fn targets_that_cannot_be_normalised_safely_get_400_invalid_request() {
         let resp = b.get(target).await;
         assert_eq!(status(&resp), 400, "{target}: {resp}");
         assert_eq!(body(&resp)["error"], "invalid_request", "{target}");
-        let series = format!(
-            "gatehouse_rejections_total{{filter=\"request\",reason=\"{reason}\",route=\"none\"}}"
-        );
+        let series = refused("request", reason);
         assert!(b.gh.metric(&series).await >= 1.0, "{series}");
     }
     assert_eq!(b.up.connections().len(), 0);
@@ -331,9 +334,7 @@ async fn obfuscated_framing_and_malformed_headers_are_refused() {
         ("invalid_host", 1.0),
         ("malformed_request", 3.0),
     ] {
-        let series = format!(
-            "gatehouse_rejections_total{{filter=\"http\",reason=\"{reason}\",route=\"none\"}}"
-        );
+        let series = refused("http", reason);
         assert_eq!(
             b.gh.metric(&series).await,
             n,

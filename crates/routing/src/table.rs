@@ -27,9 +27,12 @@ impl RouteKey {
         case_sensitive: bool,
         raw_path: bool,
     ) -> Self {
+        // the canonical form requests are matched in (config validation refuses hosts
+        // that have none)
         let host = host.map(|h| {
-            let h = h.trim_end_matches('.');
-            h.to_ascii_lowercase()
+            crate::normalize_host(h.as_bytes())
+                .map(|c| c.into_owned())
+                .unwrap_or_else(|_| h.to_ascii_lowercase())
         });
         Self {
             listeners,
