@@ -1,5 +1,6 @@
 //! The admin listener (plain HTTP, keep it off the public network): `/healthz`,
-//! `/readyz`, `/metrics`, and `/jwks` when Gatehouse signs JWTs.
+//! `/readyz`, `/metrics`, `/upstreams` (each upstream's peers, addresses and their
+//! state), and `/jwks` when Gatehouse signs JWTs.
 
 use async_trait::async_trait;
 use gatehouse_metrics::Metrics;
@@ -68,6 +69,19 @@ impl ServeHttp for Admin {
                 "text/plain; version=0.0.4; charset=utf-8",
                 self.metrics.render(),
             ),
+            "/upstreams" => {
+                let now = std::time::Instant::now();
+                let all: Vec<serde_json::Value> = self
+                    .runtime
+                    .load()
+                    .upstreams
+                    .iter()
+                    .map(|u| u.pool.status(now))
+                    .collect();
+                let body = serde_json::to_vec_pretty(&serde_json::json!({ "upstreams": all }))
+                    .unwrap_or_default();
+                reply(200, "application/json", body)
+            }
             "/jwks" => match &self.runtime.load().jwks {
                 Some(j) => reply(200, "application/jwk-set+json", j.as_bytes().to_vec()),
                 None => reply(

@@ -8,6 +8,7 @@ mod reload;
 mod runtime;
 mod target;
 mod tls;
+mod upstreams;
 
 use admin::Admin;
 pub use admin::Readiness;
@@ -425,7 +426,7 @@ impl Gatehouse {
         metrics.config_reloads.with_label_values(&["success"]).inc();
         let factory = FilterFactory::new(c)?;
         let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(
-            c, &metrics, &factory,
+            c, &metrics, &factory, None,
         )?));
 
         let mut conf = ServerConf {
@@ -514,6 +515,12 @@ impl Gatehouse {
 
         let ready = Readiness::default();
         server.add_service(background_service("readiness", ready.clone()));
+        server.add_service(background_service(
+            "upstream upkeep",
+            upstreams::UpstreamUpkeep {
+                runtime: runtime.clone(),
+            },
+        ));
         if let Some(a) = &c.admin {
             let app = Admin {
                 metrics: metrics.clone(),

@@ -20,9 +20,11 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use gatehouse_config::{ClientCertMode, ForwardedHeaders};
+use gatehouse_config::{HashOn, UpstreamProtocol};
 use gatehouse_core::{CertFailure, Rejection, RequestCtx, Verdict};
 use gatehouse_metrics::{status_class, Metrics};
 use gatehouse_mtls::ConnCert;
+use gatehouse_upstream::Pick;
 use http::StatusCode;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::http::HttpTask;
@@ -31,7 +33,37 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// No peer to send a request to (all failing, or none resolved).
+const NO_HEALTHY_PEER: ErrorType = ErrorType::ConnectNoRoute;
+/// Idle pooled upstream connections close after this.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+/// Concurrent streams on one HTTP/2 upstream connection.
+const H2_STREAMS: usize = 100;
+
+/// The key of `balance: consistent_hash`.
+fn hash_key(on: HashOn, session: &Session, req: &RequestCtx) -> Vec<u8> {
+    let cert = || req.conn_cert.as_ref().map(|c| c.sha256.to_vec());
+    let ip = || {
+        session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string().into_bytes())
+            .unwrap_or_default()
+    };
+    match on {
+        HashOn::ClientCert => cert().unwrap_or_else(ip),
+        HashOn::ClientId => req
+            .token
+            .as_ref()
+            .and_then(|t| t.claim_str("client_id"))
+            .map(|c| c.as_bytes().to_vec())
+            .or_else(cert)
+            .unwrap_or_else(ip),
+        HashOn::ClientIp => ip(),
+    }
+}
 
 /// Per-request context: the filters' shared [`RequestCtx`] plus the route it matched.
 pub struct Ctx {
@@ -40,6 +72,10 @@ pub struct Ctx {
     route: Option<usize>,
     status: u16,
     upstream_started: Option<Instant>,
+    /// Peers a connection to failed for this request (a retry goes elsewhere).
+    tried: Vec<std::net::SocketAddr>,
+    /// Requests sent again after a failure on a connection they had been sent on.
+    resent: u32,
 }
 
 impl Ctx {
@@ -219,6 +255,8 @@ impl ProxyHttp for Chain {
             route: None,
             status: 0,
             upstream_started: None,
+            tried: Vec::new(),
+            resent: 0,
         }
     }
 
@@ -324,13 +362,24 @@ impl ProxyHttp for Chain {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route() else {
             return Error::e_explain(ErrorType::InternalError, "no route");
         };
-        let up = &route.upstream;
-        let Some(addr) = up.pick() else {
-            return Error::e_explain(ErrorType::ConnectNoRoute, "upstream has no peers");
+        let up = route.upstream.clone();
+        let websocket = route.websocket;
+        let key = match up.pool.hash_on {
+            Some(on) => hash_key(on, session, &ctx.req),
+            None => Vec::new(),
+        };
+        let addr = match up.pool.select(&key, &ctx.tried, Instant::now()) {
+            Pick::Peer(a) => a,
+            Pick::NoHealthyPeer => {
+                return Err(Error::explain(NO_HEALTHY_PEER, "no healthy upstream peer").into_up())
+            }
+            Pick::NoPeer => {
+                return Err(Error::explain(NO_HEALTHY_PEER, "the upstream has no peers").into_up())
+            }
         };
         let (tls, sni) = match &up.tls {
             Some((sni, _)) => (true, sni.clone()),
@@ -341,13 +390,22 @@ impl ProxyHttp for Chain {
         peer.options.total_connection_timeout = Some(up.connect_timeout);
         peer.options.read_timeout = Some(up.read_timeout);
         peer.options.write_timeout = Some(up.read_timeout);
+        // an address that left the pool (DNS, health) gets no new requests: its idle
+        // pooled connections close rather than linger
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE);
         if let Some((_, verify)) = &up.tls {
             peer.options.verify_cert = *verify;
             peer.options.verify_hostname = *verify;
             peer.options.ca = up.ca.clone();
         }
+        if up.protocol != UpstreamProtocol::H1 {
+            // h2 (ALPN) over TLS, h2c with prior knowledge over TCP; one connection
+            // carries many streams
+            peer.options.set_http_version(2, 2);
+            peer.options.max_h2_streams = H2_STREAMS;
+        }
         peer.group_key = up.pool_key;
-        if !route.websocket {
+        if !websocket {
             // no upgrade handshake reaches the upstream (Pingora's default forwards
             // WebSocket ones)
             peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
@@ -355,6 +413,67 @@ impl ProxyHttp for Chain {
         ctx.req.upstream_addr = Some(addr);
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
+    }
+
+    /// A connection to a peer failed: the peer is noted (passive health) and the request
+    /// goes to another peer while the upstream's `retries` allow and one is left. Nothing
+    /// was sent, so any method may go again.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(up) = ctx.route().map(|r| r.upstream.clone()) else {
+            return e;
+        };
+        if let Some(a) = pingora_core::upstreams::peer::Peer::address(peer).as_inet() {
+            up.pool.connect_failed(*a, Instant::now());
+            ctx.tried.push(*a);
+        }
+        let retry = ctx.tried.len() <= up.pool.retries as usize && up.pool.has_untried(&ctx.tried);
+        if retry {
+            let reason = match e.etype() {
+                ErrorType::ConnectTimedout => "connect_timeout",
+                _ => "connect",
+            };
+            up.pool.count_retry(reason);
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    /// A failure after the request was (partly) sent. Sent again only when the connection
+    /// came from the pool (the upstream may have closed it while idle), the method is
+    /// idempotent (RFC 9110 §9.2.2), the body is still at hand and the upstream allows it.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let pool = ctx.route().map(|r| r.upstream.pool.clone());
+        let allowed = pool
+            .as_ref()
+            .is_some_and(|p| p.retry_idempotent && ctx.resent < p.retries.max(1))
+            && session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if allowed {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        if e.retry() {
+            ctx.resent += 1;
+            if let Some(p) = pool {
+                p.count_retry("reused_connection");
+            }
+        }
+        e
     }
 
     /// Removes every header Gatehouse owns from the client's request, then adds the ones
@@ -380,8 +499,9 @@ impl ProxyHttp for Chain {
             }
             set_forwarded = route.forwarded_headers == ForwardedHeaders::Set;
         }
-        for (name, value) in ctx.req.upstream_headers.drain(..) {
-            upstream.append_header(name, value)?;
+        // cloned, not drained: a request sent again (another connection) needs them again
+        for (name, value) in &ctx.req.upstream_headers {
+            upstream.append_header(name.clone(), value.clone())?;
         }
         // one canonical Content-Length, never a list or a repeat as the client wrote it
         if let Some(cl) = canonical_content_length(upstream) {
@@ -440,6 +560,9 @@ impl ProxyHttp for Chain {
             )
             .into_up());
         }
+        if let (Some(route), Some(addr)) = (ctx.route(), ctx.req.upstream_addr) {
+            route.upstream.pool.answered(addr);
+        }
         if let Some(t) = ctx.upstream_started.take() {
             self.metrics
                 .upstream_duration
@@ -455,6 +578,12 @@ impl ProxyHttp for Chain {
             return self.client_failed(session, e, ctx).await;
         }
         let (status, reason, kind, text) = match e.etype() {
+            &NO_HEALTHY_PEER => (
+                502,
+                "upstream_unavailable",
+                "no_healthy_peer",
+                "no upstream peer is available",
+            ),
             ErrorType::ConnectTimedout => (
                 504,
                 "upstream_timeout",

@@ -129,8 +129,8 @@ impl Reloader {
             .map(|f| f.clone())
             .map_err(|_| vec!["factory lock poisoned".to_owned()])?;
         let factory = FilterFactory::new_after(c, &prev).map_err(|e| vec![e.to_string()])?;
-        let runtime =
-            Runtime::build(c, &self.metrics, &factory).map_err(|e| vec![e.to_string()])?;
+        let runtime = Runtime::build(c, &self.metrics, &factory, Some(&self.runtime.load()))
+            .map_err(|e| vec![e.to_string()])?;
         let mut materials = Vec::new();
         for (name, _) in &self.tls {
             let Some(t) = c

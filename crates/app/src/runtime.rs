@@ -3,19 +3,20 @@
 
 use crate::BuildError;
 use gatehouse_config::{ClientCertMode, Config, ForwardedHeaders};
+use gatehouse_config::{ResolverSection, Upstream, UpstreamProtocol};
 use gatehouse_core::Filter;
 use gatehouse_metrics::Metrics;
 use gatehouse_routing::{RouteKey, RouteRequest};
+use gatehouse_upstream::{Pool, Resolver, TlsTo};
 use http::HeaderName;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A pool of upstream peers, chosen round-robin.
+/// An upstream: its pool of peers and how to talk to them.
 pub struct UpstreamRt {
-    pub peers: Vec<SocketAddr>,
-    next: AtomicUsize,
+    pub name: Arc<str>,
+    pub pool: Arc<Pool>,
     /// `Some(sni, verify)` for TLS to the upstream.
     pub tls: Option<(String, bool)>,
     /// Trust anchors for the upstream's certificate (`None`: the system's).
@@ -23,19 +24,12 @@ pub struct UpstreamRt {
     /// Pingora's connection-pool key does not include the CA: this keeps pooled TLS
     /// connections of upstreams with different trust (name, CA bundle) apart.
     pub pool_key: u64,
+    pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
-}
-
-impl UpstreamRt {
-    /// The next peer in round-robin order.
-    pub fn pick(&self) -> Option<SocketAddr> {
-        if self.peers.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len();
-        self.peers.get(i).copied()
-    }
+    /// What the pool was built from: a reload that leaves it equal keeps the pool (its
+    /// health state, resolutions and passive ejections).
+    config: (Upstream, ResolverSection),
 }
 
 /// A route ready to serve.
@@ -65,6 +59,8 @@ pub struct ListenerRt {
 /// Everything the proxy needs per request.
 pub struct Runtime {
     pub routes: Vec<RouteRt>,
+    /// Every upstream (the background task re-resolves and health-checks their pools).
+    pub upstreams: Vec<Arc<UpstreamRt>>,
     /// Merge repeated slashes when normalising request paths.
     pub merge_slashes: bool,
     pub listeners: Vec<ListenerRt>,
@@ -91,47 +87,67 @@ pub const ALWAYS_STRIPPED: &[&str] = &[
 ];
 
 impl Runtime {
-    /// Build from a validated config.
+    /// Build from a validated config. `previous`: the running one, whose upstream pools
+    /// are kept where their configuration did not change.
     pub fn build(
         c: &Config,
         metrics: &Metrics,
         filters: &crate::FilterFactory,
+        previous: Option<&Runtime>,
     ) -> Result<Self, BuildError> {
         let mut upstreams = std::collections::BTreeMap::new();
         for (name, u) in &c.upstreams {
-            let mut peers = Vec::new();
-            for p in &u.peers {
-                let addr = p
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or_else(|| {
-                        BuildError::Config(format!("upstreams.{name}: cannot resolve {p}"))
-                    })?;
-                peers.push(addr);
-            }
+            let at = |e: String| BuildError::Config(format!("upstreams.{name}: {e}"));
+            let ca = match u.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+                Some(f) => Some(Arc::new(
+                    gatehouse_mtls::load_pem_bundle(f)
+                        .map_err(|e| at(format!("tls.ca_file: {e}")))?
+                        .into_boxed_slice(),
+                )),
+                None => None,
+            };
+            let config = (u.clone(), c.server.resolver.clone());
+            let kept = previous.and_then(|p| {
+                p.upstreams
+                    .iter()
+                    .find(|x| &*x.name == name.as_str() && x.config == config && x.ca == ca)
+                    .map(|x| x.pool.clone())
+            });
+            let pool = match kept {
+                Some(pool) => pool,
+                None => {
+                    let tls = u.tls.as_ref().map(|t| TlsTo {
+                        sni: t.sni.clone(),
+                        verify: t.verify,
+                        ca: ca.clone(),
+                    });
+                    Arc::new(
+                        Pool::build(
+                            name,
+                            u,
+                            Resolver::from_config(&c.server.resolver),
+                            tls,
+                            metrics,
+                        )
+                        .map_err(at)?,
+                    )
+                }
+            };
             upstreams.insert(
                 name.clone(),
                 Arc::new(UpstreamRt {
-                    peers,
-                    next: AtomicUsize::new(0),
+                    name: name.as_str().into(),
+                    pool,
                     tls: u.tls.as_ref().map(|t| (t.sni.clone(), t.verify)),
                     pool_key: crate::fingerprint(
                         name,
                         &[u.tls.as_ref().and_then(|t| t.ca_file.as_deref())],
                     ),
-                    ca: match u.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
-                        Some(f) => Some(Arc::new(
-                            gatehouse_mtls::load_pem_bundle(f)
-                                .map_err(|e| {
-                                    BuildError::Config(format!("upstreams.{name}.tls.ca_file: {e}"))
-                                })?
-                                .into_boxed_slice(),
-                        )),
-                        None => None,
-                    },
+                    ca,
+                    protocol: u.protocol,
                     connect_timeout: u.connect_timeout.0,
                     read_timeout: u.read_timeout.0,
+                    config,
                 }),
             );
         }
@@ -189,6 +205,7 @@ impl Runtime {
         routes.sort_by(|a, b| a.key.specificity(&b.key));
         Ok(Self {
             routes,
+            upstreams: upstreams.into_values().collect(),
             merge_slashes: c.server.merge_slashes,
             listeners,
             max_authorization_header: c.server.max_authorization_header,

@@ -10,6 +10,7 @@ mod env;
 mod locate;
 mod model;
 mod validate;
+pub use validate::{parse_nameserver, parse_peer_address};
 
 pub use duration::Dur;
 pub use model::*;

@@ -72,6 +72,9 @@ pub struct ServerSection {
     /// `/a`), as NGINX does by default.
     #[serde(default = "default_true")]
     pub merge_slashes: bool,
+    /// How upstream peer names are resolved.
+    #[serde(default)]
+    pub resolver: ResolverSection,
 }
 
 fn default_threads() -> usize {
@@ -110,6 +113,7 @@ impl Default for ServerSection {
             upstream_keepalive_pool: default_pool(),
             max_authorization_header: default_max_auth(),
             merge_slashes: true,
+            resolver: ResolverSection::default(),
         }
     }
 }
@@ -390,17 +394,190 @@ pub struct TokenSigning {
 }
 
 /// A pool of upstream servers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
-    /// `host:port` entries, resolved at load.
-    pub peers: Vec<String>,
+    /// `host:port` entries (or `{ address: host:port, weight: N }`). A name is resolved at
+    /// load and again every `resolve_interval`; each of its addresses is a peer (a
+    /// Kubernetes headless Service gives one per ready pod).
+    pub peers: Vec<PeerSpec>,
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
+    /// `h1` (default), `h2` (TLS with ALPN `h2` only) or `h2c` (cleartext HTTP/2 with
+    /// prior knowledge), e.g. for gRPC.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Dur,
     #[serde(default = "default_read_timeout")]
     pub read_timeout: Dur,
+    /// How a peer is chosen.
+    #[serde(default)]
+    pub balance: Balance,
+    /// With `balance: consistent_hash`: what the hash is taken over.
+    #[serde(default)]
+    pub hash_on: HashOn,
+    /// Further peers tried after a failed connection (each a different peer).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// After request bytes were sent on a connection that then failed (e.g. a pooled
+    /// connection the upstream had closed), retry the request on another connection if
+    /// its method is idempotent (RFC 9110 §9.2.2). Other methods are never retried once
+    /// sent.
+    #[serde(default = "default_true")]
+    pub retry_idempotent: bool,
+    /// Re-resolve peers given by name this often (`0s`: resolve once at load).
+    #[serde(default = "default_resolve_interval")]
+    pub resolve_interval: Dur,
+    /// Active health checks (off when absent).
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Passive health: failures in live traffic take a peer out for a while (NGINX's
+    /// `max_fails` / `fail_timeout`).
+    #[serde(default)]
+    pub passive: PassiveHealth,
+}
+
+/// One configured peer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum PeerSpec {
+    /// `host:port`.
+    Address(String),
+    /// `{ address: host:port, weight: N }`.
+    Weighted {
+        address: String,
+        #[serde(default = "default_weight")]
+        weight: u32,
+    },
+}
+
+impl PeerSpec {
+    /// `host:port` as configured.
+    pub fn address(&self) -> &str {
+        match self {
+            PeerSpec::Address(a) | PeerSpec::Weighted { address: a, .. } => a,
+        }
+    }
+
+    /// Relative share of new requests (default 1).
+    pub fn weight(&self) -> u32 {
+        match self {
+            PeerSpec::Address(_) => 1,
+            PeerSpec::Weighted { weight, .. } => *weight,
+        }
+    }
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// The HTTP version spoken to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    H1,
+    H2,
+    H2c,
+}
+
+/// Peer selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Round robin, in proportion to the peers' weights.
+    #[default]
+    RoundRobin,
+    /// Random, in proportion to the peers' weights.
+    Random,
+    /// Ketama consistent hashing on `hash_on`: the same key keeps reaching the same peer
+    /// while the peer set is stable (for upstream caches).
+    ConsistentHash,
+}
+
+/// The key of `balance: consistent_hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    /// The SHA-256 of the client certificate (no certificate: the client address).
+    #[default]
+    ClientCert,
+    /// The token's `client_id` (no token: the client certificate, then the address).
+    ClientId,
+    /// The client's IP address.
+    ClientIp,
+}
+
+/// An active health check.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `http` (default when `path` is set) or `tcp` (a connection, with TLS when the
+    /// upstream has `tls`).
+    #[serde(default, rename = "type")]
+    pub kind: Option<HealthCheckKind>,
+    /// HTTP: the path of the `GET`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// HTTP: the status a healthy peer answers with.
+    #[serde(default = "default_expect_status")]
+    pub expect_status: u16,
+    /// HTTP: the `Host` header (default: the upstream's `tls.sni`, else `localhost`).
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "default_hc_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_hc_timeout")]
+    pub timeout: Dur,
+    /// Consecutive successes that bring an unhealthy peer back.
+    #[serde(default = "default_one")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take a healthy peer out.
+    #[serde(default = "default_one")]
+    pub unhealthy_threshold: u32,
+}
+
+/// The kind of active health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    Tcp,
+    Http,
+}
+
+impl HealthCheck {
+    /// The check's kind: explicit, else `http` with a path and `tcp` without.
+    pub fn kind(&self) -> HealthCheckKind {
+        self.kind.unwrap_or(if self.path.is_some() {
+            HealthCheckKind::Http
+        } else {
+            HealthCheckKind::Tcp
+        })
+    }
+}
+
+/// Passive health (failures seen in live traffic).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealth {
+    /// Failed connections (refused, reset, timed out) that take a peer out (`0`: off).
+    #[serde(default = "default_one")]
+    pub max_fails: u32,
+    /// How long a failed peer stays out (an active check that passes brings it back
+    /// sooner); also the window `max_fails` is counted in.
+    #[serde(default = "default_fail_timeout")]
+    pub fail_timeout: Dur,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self {
+            max_fails: 1,
+            fail_timeout: default_fail_timeout(),
+        }
+    }
 }
 
 fn default_connect_timeout() -> Dur {
@@ -409,9 +586,57 @@ fn default_connect_timeout() -> Dur {
 fn default_read_timeout() -> Dur {
     Dur::secs(30)
 }
+fn default_retries() -> u32 {
+    1
+}
+fn default_resolve_interval() -> Dur {
+    Dur::secs(10)
+}
+fn default_expect_status() -> u16 {
+    200
+}
+fn default_hc_interval() -> Dur {
+    Dur::secs(5)
+}
+fn default_hc_timeout() -> Dur {
+    Dur::secs(1)
+}
+fn default_one() -> u32 {
+    1
+}
+fn default_fail_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+/// Where names are resolved.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverSection {
+    /// DNS servers (`ip` or `ip:port`) asked directly. Empty (default): the system's
+    /// resolver (`/etc/hosts`, `/etc/resolv.conf` with its search domains, as every
+    /// other program on the host).
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    /// Per query, with `nameservers`.
+    #[serde(default = "default_resolver_timeout")]
+    pub timeout: Dur,
+}
+
+impl Default for ResolverSection {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            timeout: default_resolver_timeout(),
+        }
+    }
+}
+
+fn default_resolver_timeout() -> Dur {
+    Dur::secs(2)
+}
 
 /// TLS to the upstream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTls {
     /// SNI and the name verified in the upstream certificate.

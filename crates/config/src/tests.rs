@@ -148,7 +148,7 @@ fn unset_env_var_is_an_error_with_line() {
     let ok = load_str_with_env(&text, |n| {
         (n == "UPSTREAM_ADDR").then(|| "127.0.0.1:9".into())
     });
-    assert!(ok.is_ok_and(|l| l.config.upstreams["app"].peers[0] == "127.0.0.1:9"));
+    assert!(ok.is_ok_and(|l| l.config.upstreams["app"].peers[0].address() == "127.0.0.1:9"));
 }
 
 #[test]
@@ -294,6 +294,76 @@ fn route_prefixes_and_hosts_must_be_in_the_form_requests_are_matched_in() {
     assert!(
         errs.iter()
             .all(|e| !e.path.starts_with("routes[5]") && !e.path.starts_with("routes[6]")),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn upstream_resilience_settings_are_checked_with_paths_and_lines() {
+    let text = MINIMAL.replace(
+        "  app:\n    peers: [127.0.0.1:3000]\n",
+        "  app:
+    peers: [127.0.0.1:3000, \"api.default.svc.cluster.local:8080\", { address: \"10.0.0.7:80\", weight: 3 }]
+    balance: consistent_hash
+    hash_on: client_id
+    health_check: { path: /healthz, interval: 2s, timeout: 500ms, healthy_threshold: 2 }
+    resolve_interval: 5s
+  grpc:
+    peers: [127.0.0.1:50051]
+    protocol: h2c
+    tls: { sni: grpc.internal }
+  bad:
+    peers: [\"no port\", \"x:0\", { address: \"10.0.0.8:80\", weight: 0 }]
+    hash_on: client_ip
+    retries: 11
+    resolve_interval: 100ms
+    health_check:
+      path: healthz
+      timeout: 10s
+  tcp:
+    peers: [127.0.0.1:1]
+    health_check: { type: tcp, path: /x }
+  h2:
+    peers: [127.0.0.1:1]
+    protocol: h2
+",
+    );
+    let errs = errors(&text);
+    let find = |path: &str| errs.iter().find(|e| e.path == path);
+    let msg = |path: &str| find(path).map(|e| e.message.clone()).unwrap_or_default();
+    // the good upstream passes: a name is not resolved by `check` (a headless Service may
+    // have no ready pod yet), weights and consistent hashing on client_id are fine
+    assert!(
+        errs.iter().all(|e| !e.path.starts_with("upstreams.app")),
+        "{errs:#?}"
+    );
+    assert!(msg("upstreams.grpc.protocol").contains("h2c is cleartext"));
+    assert!(msg("upstreams.h2.protocol").contains("ALPN"));
+    assert!(msg("upstreams.bad.peers[0]").contains("host:port"));
+    assert!(msg("upstreams.bad.peers[1]").contains("port 0"));
+    assert!(msg("upstreams.bad.peers[2].weight").contains("between 1 and 1000"));
+    assert!(msg("upstreams.bad.hash_on").contains("consistent_hash"));
+    assert!(msg("upstreams.bad.retries").contains("at most 10"));
+    assert!(msg("upstreams.bad.resolve_interval").contains("at least 1s"));
+    assert!(msg("upstreams.bad.health_check.path").contains("starting with /"));
+    assert!(msg("upstreams.bad.health_check.timeout").contains("at most the interval"));
+    assert!(msg("upstreams.tcp.health_check.path").contains("tcp health check"));
+    // each names its line in the file
+    let line = find("upstreams.bad.health_check.path").and_then(|e| e.line);
+    let expected = text
+        .lines()
+        .position(|l| l.contains("path: healthz"))
+        .map(|i| i + 1);
+    assert_eq!(line, expected, "{errs:#?}");
+    // an unknown balance is a typo with its path
+    let typo = MINIMAL.replace(
+        "    peers: [127.0.0.1:3000]\n",
+        "    peers: [127.0.0.1:3000]\n    balance: least_conn\n",
+    );
+    let errs = errors(&typo);
+    assert!(
+        errs.iter()
+            .any(|e| e.path == "upstreams.app.balance" && e.line == Some(8)),
         "{errs:#?}"
     );
 }

@@ -3,8 +3,8 @@
 
 use crate::model::*;
 use std::collections::HashSet;
-use std::net::ToSocketAddrs;
 use std::path::Path;
+use std::time::Duration;
 
 type Problems = Vec<(String, String)>;
 
@@ -229,21 +229,119 @@ pub fn validate(c: &Config) -> Problems {
             ));
         }
         for (j, peer) in u.peers.iter().enumerate() {
-            match peer.to_socket_addrs().map(|mut a| a.next()) {
-                Ok(Some(_)) => {}
-                Ok(None) => p.push((
-                    format!("{at}.peers[{j}]"),
-                    format!("{peer:?} resolves to nothing"),
+            // names are resolved when the proxy starts and again every
+            // `resolve_interval` (a headless Service may have no ready pod yet): only the
+            // form is checked here
+            if let Err(e) = parse_peer_address(peer.address()) {
+                p.push((format!("{at}.peers[{j}]"), e));
+            }
+            if peer.weight() == 0 || peer.weight() > 1000 {
+                p.push((
+                    format!("{at}.peers[{j}].weight"),
+                    "must be between 1 and 1000".into(),
+                ));
+            }
+        }
+        match (u.protocol, &u.tls) {
+            (UpstreamProtocol::H2, None) => p.push((
+                format!("{at}.protocol"),
+                "h2 is negotiated in TLS (ALPN): add tls, or use h2c for cleartext HTTP/2".into(),
+            )),
+            (UpstreamProtocol::H2c, Some(_)) => p.push((
+                format!("{at}.protocol"),
+                "h2c is cleartext HTTP/2: remove tls, or use h2 for HTTP/2 over TLS".into(),
+            )),
+            _ => {}
+        }
+        if u.retries > 10 {
+            p.push((format!("{at}.retries"), "at most 10".into()));
+        }
+        if u.balance != Balance::ConsistentHash && u.hash_on != HashOn::default() {
+            p.push((
+                format!("{at}.hash_on"),
+                "only balance: consistent_hash uses a hash key".into(),
+            ));
+        }
+        if !u.resolve_interval.0.is_zero() && u.resolve_interval.0 < Duration::from_secs(1) {
+            p.push((
+                format!("{at}.resolve_interval"),
+                "at least 1s (or 0s: resolve once at load)".into(),
+            ));
+        }
+        if u.passive.max_fails > 0 && u.passive.fail_timeout.0.is_zero() {
+            p.push((
+                format!("{at}.passive.fail_timeout"),
+                "must be more than 0s (or set max_fails: 0 to turn passive checks off)".into(),
+            ));
+        }
+        if let Some(hc) = &u.health_check {
+            let hat = format!("{at}.health_check");
+            match (hc.kind(), &hc.path) {
+                (HealthCheckKind::Http, Some(path)) => {
+                    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                        p.push((
+                            format!("{hat}.path"),
+                            format!("{path:?} must be an origin-form path starting with /"),
+                        ));
+                    }
+                }
+                (HealthCheckKind::Http, None) => p.push((
+                    format!("{hat}.path"),
+                    "an http health check needs a path".into(),
                 )),
-                Err(e) => p.push((
-                    format!("{at}.peers[{j}]"),
-                    format!("{peer:?} is not a resolvable host:port: {e}"),
+                (HealthCheckKind::Tcp, Some(_)) => p.push((
+                    format!("{hat}.path"),
+                    "a tcp health check sends no request: remove path or use type: http".into(),
                 )),
+                (HealthCheckKind::Tcp, None) => {}
+            }
+            if !(100..=599).contains(&hc.expect_status) {
+                p.push((
+                    format!("{hat}.expect_status"),
+                    "must be an HTTP status (100-599)".into(),
+                ));
+            }
+            if hc.interval.0 < Duration::from_millis(100) {
+                p.push((format!("{hat}.interval"), "at least 100ms".into()));
+            }
+            if hc.timeout.0.is_zero() || hc.timeout.0 > hc.interval.0 {
+                p.push((
+                    format!("{hat}.timeout"),
+                    "must be more than 0s and at most the interval".into(),
+                ));
+            }
+            for (k, v) in [
+                ("healthy_threshold", hc.healthy_threshold),
+                ("unhealthy_threshold", hc.unhealthy_threshold),
+            ] {
+                if !(1..=100).contains(&v) {
+                    p.push((format!("{hat}.{k}"), "must be between 1 and 100".into()));
+                }
+            }
+            if let Some(h) = &hc.host {
+                if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
+                    p.push((format!("{hat}.host"), format!("{h:?} is not a host")));
+                }
             }
         }
         if let Some(f) = u.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
             file_exists(&mut p, format!("{at}.tls.ca_file"), f);
         }
+    }
+
+    for (j, ns) in c.server.resolver.nameservers.iter().enumerate() {
+        if parse_nameserver(ns).is_none() {
+            p.push((
+                format!("server.resolver.nameservers[{j}]"),
+                format!("{ns:?} is not an IP address or ip:port"),
+            ));
+        }
+    }
+    if c.server.resolver.timeout.0.is_zero() {
+        p.push((
+            "server.resolver.timeout".into(),
+            "must be more than 0s".into(),
+        ));
     }
 
     let mut route_names = HashSet::new();
@@ -512,4 +610,46 @@ fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
             ));
         }
     }
+}
+
+/// A peer's `host:port`: the host a name (RFC 1123 labels) or an IP address (`[v6]`), the
+/// port a number.
+pub fn parse_peer_address(a: &str) -> Result<(String, u16), String> {
+    let bad = || format!("{a:?} is not host:port");
+    let (host, port) = a.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if port == 0 {
+        return Err(format!("{a:?}: port 0"));
+    }
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => {
+            v6.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+            v6
+        }
+        None => host,
+    };
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok((host.to_owned(), port));
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!("{a:?}: {host:?} is not a host name or IP address"));
+    }
+    Ok((host.to_ascii_lowercase(), port))
+}
+
+/// A name server: `ip` (port 53) or `ip:port` (`[v6]:port`).
+pub fn parse_nameserver(s: &str) -> Option<std::net::SocketAddr> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Some(std::net::SocketAddr::new(ip, 53));
+    }
+    s.parse().ok()
 }

@@ -24,6 +24,20 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Rejections by route, filter and reason (every filter).
     pub rejections: IntCounterVec,
+    /// 1 while a configured peer of an upstream has an address that takes requests
+    /// (label `peer` as configured: bounded).
+    pub upstream_peer_up: IntGaugeVec,
+    /// Addresses of a configured peer by state (`up`, `down`).
+    pub upstream_peer_addresses: IntGaugeVec,
+    /// Active health checks by upstream and result (`success`, `failure`).
+    pub upstream_health_checks: IntCounterVec,
+    /// Peers taken out by upstream and cause (`active`, `passive`).
+    pub upstream_ejections: IntCounterVec,
+    /// Requests sent to another peer or connection, by upstream and reason (`connect`,
+    /// `connect_timeout`, `reused_connection`).
+    pub upstream_retries: IntCounterVec,
+    /// Peer name resolutions by upstream and result (`changed`, `unchanged`, `failed`).
+    pub upstream_resolutions: IntCounterVec,
     /// Client-certificate rejections by route and reason.
     pub client_cert_rejections: IntCounterVec,
     /// Time until expiry of accepted client certificates, by issuer CN of a trusted CA
@@ -122,6 +136,13 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
     c
 }
 
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable_metric(name, e));
+    register(r, Box::new(g.clone()));
+    g
+}
+
 fn histogram(
     r: &Registry,
     name: &str,
@@ -193,6 +214,42 @@ impl Metrics {
             "gatehouse_rejections_total",
             "Requests rejected by a filter.",
             &["route", "filter", "reason"],
+        );
+        let upstream_peer_up = gauge(
+            &r,
+            "gatehouse_upstream_peer_up",
+            "1 while a configured upstream peer has an address that takes requests.",
+            &["upstream", "peer"],
+        );
+        let upstream_peer_addresses = gauge(
+            &r,
+            "gatehouse_upstream_peer_addresses",
+            "Addresses of a configured upstream peer by state (up, down).",
+            &["upstream", "peer", "state"],
+        );
+        let upstream_health_checks = counter(
+            &r,
+            "gatehouse_upstream_health_checks_total",
+            "Active upstream health checks by result (success, failure).",
+            &["upstream", "result"],
+        );
+        let upstream_ejections = counter(
+            &r,
+            "gatehouse_upstream_ejections_total",
+            "Upstream peers taken out of rotation, by cause (active, passive).",
+            &["upstream", "cause"],
+        );
+        let upstream_retries = counter(
+            &r,
+            "gatehouse_upstream_retries_total",
+            "Requests retried on another peer or connection, by reason.",
+            &["upstream", "reason"],
+        );
+        let upstream_resolutions = counter(
+            &r,
+            "gatehouse_upstream_resolutions_total",
+            "Upstream peer name resolutions by result (changed, unchanged, failed).",
+            &["upstream", "result"],
         );
         let client_cert_rejections = counter(
             &r,
@@ -303,6 +360,12 @@ impl Metrics {
             upstream_duration,
             upstream_errors,
             rejections,
+            upstream_peer_up,
+            upstream_peer_addresses,
+            upstream_health_checks,
+            upstream_ejections,
+            upstream_retries,
+            upstream_resolutions,
             client_cert_rejections,
             client_cert_expiry,
             client_cert_soonest_expiry,

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 pub use gatehouse_devauth;
 
+mod dns;
 mod raw;
+pub use dns::DnsServer;
 pub use raw::{RawRequest, RawUpstream, OK};
 
 /// A PKI written to a temporary directory (config files need paths).
@@ -137,8 +139,23 @@ impl Upstream {
         Self::start_inner(delay, None).await
     }
 
+    /// Start an echo upstream on `addr` (e.g. again on the port of one that was dropped,
+    /// or on another loopback address). Dropping an upstream closes its connections.
+    pub async fn start_at(addr: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        Self::serve_on(listener, Duration::ZERO, None)
+    }
+
     async fn start_inner(delay: Duration, tls: Option<openssl::ssl::SslAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on(listener, delay, tls)
+    }
+
+    fn serve_on(
+        listener: tokio::net::TcpListener,
+        delay: Duration,
+        tls: Option<openssl::ssl::SslAcceptor>,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let rec = seen.clone();
