@@ -207,9 +207,13 @@ async fn answer_failure(session: &mut Session, ctx: &mut Ctx, r: &Rejection) {
     ctx.status = r.status.as_u16();
 }
 
-/// Writes `r` as Gatehouse's JSON answer. Header and body go out as one batch, which
-/// Pingora (patch 0002) writes with a single write: one TLS record.
+/// Writes `r` as Gatehouse's answer: JSON, or for a gRPC request a gRPC status (gRPC
+/// clients read no JSON bodies). Header and body go out as one batch, which Pingora
+/// (patch 0002) writes with a single write: one TLS record.
 async fn write_json(session: &mut Session, r: &Rejection) -> Result<()> {
+    if is_grpc(session.req_header()) {
+        return write_grpc(session, r).await;
+    }
     let body = r.body();
     let mut resp = ResponseHeader::build(r.status, Some(4))?;
     resp.insert_header("content-type", "application/json")?;
@@ -223,6 +227,70 @@ async fn write_json(session: &mut Session, r: &Rejection) -> Result<()> {
             HttpTask::Header(Box::new(resp), false),
             HttpTask::Body(Some(Bytes::from(body)), true),
         ])
+        .await?;
+    Ok(())
+}
+
+/// A gRPC request (`content-type: application/grpc`, `application/grpc+proto`, …).
+fn is_grpc(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            let v = v.as_bytes();
+            v.len() >= 16
+                && v[..16].eq_ignore_ascii_case(b"application/grpc")
+                && matches!(v.get(16), None | Some(b'+' | b';'))
+        })
+}
+
+/// The gRPC status for a refusal (gRPC's status codes; `grpc/doc/statuscodes.md`).
+fn grpc_status(status: StatusCode) -> u8 {
+    match status.as_u16() {
+        400 => 3,             // INVALID_ARGUMENT
+        401 => 16,            // UNAUTHENTICATED
+        403 => 7,             // PERMISSION_DENIED
+        404 => 12,            // UNIMPLEMENTED
+        408 | 504 => 4,       // DEADLINE_EXCEEDED
+        413 | 429 | 431 => 8, // RESOURCE_EXHAUSTED
+        502 | 503 => 14,      // UNAVAILABLE
+        500 => 13,            // INTERNAL
+        _ => 2,               // UNKNOWN
+    }
+}
+
+/// `grpc-message`: percent-encoded as the gRPC HTTP/2 protocol asks (bytes outside
+/// printable ASCII, and `%`).
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A gRPC "Trailers-Only" answer: HTTP 200, the status in `grpc-status` and
+/// `grpc-message`, no body. The error code goes in `grpc-message` before the description,
+/// as the JSON answer's `error` does; `WWW-Authenticate` stays (RFC 6750).
+async fn write_grpc(session: &mut Session, r: &Rejection) -> Result<()> {
+    let mut resp = ResponseHeader::build(StatusCode::OK, Some(5))?;
+    resp.insert_header("content-type", "application/grpc")?;
+    resp.insert_header("grpc-status", grpc_status(r.status).to_string())?;
+    resp.insert_header(
+        "grpc-message",
+        grpc_message(&format!("{}: {}", r.error_code(), r.description)),
+    )?;
+    if let Some(w) = &r.www_authenticate {
+        resp.insert_header("www-authenticate", w.as_str())?;
+    }
+    if session.req_header().version != http::Version::HTTP_2 {
+        resp.insert_header("content-length", "0")?;
+    }
+    session
+        .write_response_tasks(vec![HttpTask::Header(Box::new(resp), true)])
         .await?;
     Ok(())
 }
@@ -692,4 +760,43 @@ fn forwarded_value(
         v.push('"');
     }
     Some(v)
+}
+
+#[cfg(test)]
+mod grpc_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn req(content_type: &str) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/pkg.Svc/Call", None).unwrap();
+        r.insert_header("content-type", content_type).unwrap();
+        r
+    }
+
+    #[test]
+    fn grpc_requests_are_told_by_their_content_type() {
+        for yes in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC;x=1",
+        ] {
+            assert!(is_grpc(&req(yes)), "{yes}");
+        }
+        for no in [
+            "application/json",
+            "application/grpc-web",
+            "application/grpcx",
+        ] {
+            assert!(!is_grpc(&req(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn grpc_statuses_and_messages() {
+        assert_eq!(grpc_status(StatusCode::UNAUTHORIZED), 16);
+        assert_eq!(grpc_status(StatusCode::FORBIDDEN), 7);
+        assert_eq!(grpc_status(StatusCode::SERVICE_UNAVAILABLE), 14);
+        assert_eq!(grpc_status(StatusCode::GATEWAY_TIMEOUT), 4);
+        assert_eq!(grpc_message("50% off: caf\u{e9}"), "50%25 off: caf%C3%A9");
+    }
 }

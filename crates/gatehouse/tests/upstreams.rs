@@ -422,3 +422,103 @@ routes:
         ["GET /strict/a HTTP/1.1", "GET /strict/b HTTP/1.1"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_health_checks_weights_and_consistent_hashing() {
+    let (a, b, c3) = (
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+    );
+    let y = "version: 1
+server: { threads: 2, grace_period: 0s, shutdown_timeout: 0s }
+admin: { listen: \"${ADMIN_ADDR}\" }
+log: { access_log: off }
+listeners:
+  - name: plain
+    listen: \"${PROXY_ADDR}\"
+upstreams:
+  weighted:
+    peers: [{ address: \"${A}\", weight: 3 }, \"${B}\"]
+    health_check: { path: /healthz, host: api.internal, interval: 100ms, timeout: 100ms }
+  picky:
+    peers: [\"${C}\"]
+    health_check: { path: /ready, expect_status: 204, interval: 100ms, timeout: 100ms }
+  hashed:
+    peers: [\"${A}\", \"${B}\", \"${C}\"]
+    balance: consistent_hash
+    hash_on: client_ip
+routes:
+  - { name: weighted, match: { path_prefix: /w/ }, upstream: weighted }
+  - { name: picky, match: { path_prefix: /p/ }, upstream: picky }
+  - { name: hashed, match: { path_prefix: /h/ }, upstream: hashed }
+";
+    let gh = Proxy::start(
+        y,
+        &[
+            ("A", a.addr.to_string()),
+            ("B", b.addr.to_string()),
+            ("C", c3.addr.to_string()),
+        ],
+    )
+    .await;
+    let c = reqwest::Client::new();
+    // the HTTP check's request as configured; a peer answering 200 where 204 is expected
+    // fails it and is taken out
+    eventually(10, "the picky check fails", || async {
+        gh.metric("gatehouse_upstream_ejections_total{cause=\"active\",upstream=\"picky\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    let probe = a
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.path == "/healthz")
+        .cloned()
+        .expect("a health check reached the peer");
+    assert_eq!(probe.headers["host"], "api.internal");
+    assert_eq!(probe.headers["user-agent"], "gatehouse-health-check");
+    let res = c.get(gh.http_url("/p/x")).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(json(res).await["error"], "upstream_unavailable");
+    assert_eq!(
+        c3.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path == "/p/x")
+            .count(),
+        0
+    );
+
+    // weights: 3 to 1, exactly, over a multiple of the weight sum
+    let count = |u: &Upstream, prefix: &str| {
+        u.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path.starts_with(prefix))
+            .count()
+    };
+    for _ in 0..40 {
+        assert_eq!(
+            c.get(gh.http_url("/w/x")).send().await.unwrap().status(),
+            200
+        );
+    }
+    assert_eq!((count(&a, "/w/"), count(&b, "/w/")), (30, 10));
+
+    // consistent hashing: one client address, one peer, every time
+    for _ in 0..30 {
+        assert_eq!(
+            c.get(gh.http_url("/h/x")).send().await.unwrap().status(),
+            200
+        );
+    }
+    let mut spread = [count(&a, "/h/"), count(&b, "/h/"), count(&c3, "/h/")];
+    spread.sort();
+    assert_eq!(spread, [0, 0, 30]);
+}
