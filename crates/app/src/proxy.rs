@@ -497,7 +497,7 @@ impl ProxyHttp for Chain {
             return e;
         };
         if let Some(a) = pingora_core::upstreams::peer::Peer::address(peer).as_inet() {
-            up.pool.connect_failed(*a, Instant::now());
+            up.pool.failed(*a, Instant::now());
             ctx.tried.push(*a);
         }
         let retry = ctx.tried.len() <= up.pool.retries as usize && up.pool.has_untried(&ctx.tried);
@@ -525,6 +525,12 @@ impl ProxyHttp for Chain {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
         let pool = ctx.route().map(|r| r.upstream.pool.clone());
+        if let (Some(p), ErrorType::ReadTimedout | ErrorType::WriteTimedout) = (&pool, e.etype()) {
+            // a peer that does not answer in time counts against its passive health
+            if let Some(a) = pingora_core::upstreams::peer::Peer::address(peer).as_inet() {
+                p.failed(*a, Instant::now());
+            }
+        }
         let allowed = pool
             .as_ref()
             .is_some_and(|p| p.retry_idempotent && ctx.resent < p.retries.max(1))
@@ -699,8 +705,25 @@ impl ProxyHttp for Chain {
     /// parser refused, a broken body, a connection gone) are answered, counted and written
     /// to the access log, never logged at ERROR (a client could write ERROR lines at will;
     /// and Pingora's error text can quote request bytes, tokens included).
+    ///
+    /// Nor, per request, an upstream that refuses, times out or has no fit peer: during an
+    /// outage that would be an ERROR line per request. Those are counted
+    /// (`gatehouse_upstream_errors_total`), in the access log, and a peer taken out or
+    /// brought back is logged once, at WARN/INFO.
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
-        e.esource() == &ErrorSource::Downstream
+        match e.esource() {
+            ErrorSource::Downstream => true,
+            ErrorSource::Upstream => matches!(
+                e.etype(),
+                ErrorType::ConnectNoRoute
+                    | ErrorType::ConnectRefused
+                    | ErrorType::ConnectTimedout
+                    | ErrorType::ConnectError
+                    | ErrorType::ReadTimedout
+                    | ErrorType::WriteTimedout
+            ),
+            _ => false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {

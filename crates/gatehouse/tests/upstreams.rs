@@ -522,3 +522,59 @@ routes:
     spread.sort();
     assert_eq!(spread, [0, 0, 30]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_times_out_is_taken_out_and_unchanged_pools_survive_a_reload() {
+    let slow = Upstream::start_with_delay(Duration::from_secs(3)).await;
+    let fast = Upstream::start().await;
+    let y = |retries: u32| {
+        yaml(
+            "",
+            &format!(
+                "  pool: {{ peers: [\"${{SLOW}}\", \"${{FAST}}\"], read_timeout: 300ms, retries: {retries} }}"
+            ),
+        )
+    };
+    let gh = Proxy::start(
+        &y(1),
+        &[
+            ("SLOW", slow.addr.to_string()),
+            ("FAST", fast.addr.to_string()),
+        ],
+    )
+    .await;
+    let c = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(
+            c.get(gh.http_url("/x"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    // the request sent to the slow peer timed out (sent: not retried), then the peer was
+    // out: every other request went to the fast one
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 504).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(fast.count(), 9);
+    assert_eq!(
+        gh.metric("gatehouse_upstream_ejections_total{cause=\"passive\",upstream=\"pool\"}")
+            .await,
+        1.0
+    );
+    let state =
+        |v: serde_json::Value| v["upstreams"][0]["peers"][0]["addresses"][0]["state"].clone();
+    assert_eq!(state(upstreams_view(&gh).await), "ejected");
+    // a reload that leaves the upstream as it was keeps its pool and what it learned
+    gh.reload_with(&y(1)).unwrap();
+    assert_eq!(state(upstreams_view(&gh).await), "ejected");
+    // a changed upstream starts afresh
+    gh.reload_with(&y(2)).unwrap();
+    assert_eq!(state(upstreams_view(&gh).await), "up");
+}

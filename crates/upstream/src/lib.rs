@@ -200,14 +200,15 @@ impl Pool {
             .any(|b| b.addr.as_inet().is_some_and(|a| !tried.contains(a) && lb.backends().ready(b))))
     }
 
-    /// A connection to `addr` failed (refused, reset, timed out).
-    pub fn connect_failed(&self, addr: SocketAddr, now: Instant) {
+    /// A connection to `addr` failed (refused, reset, timed out), or `addr` did not
+    /// answer in time.
+    pub fn failed(&self, addr: SocketAddr, now: Instant) {
         if self.passive.failure(addr, now) {
             self.metrics
                 .upstream_ejections
                 .with_label_values(&[&*self.name, "passive"])
                 .inc();
-            tracing::warn!(upstream = %self.name, peer = %addr, "upstream peer refused or timed out a connection: taken out for fail_timeout");
+            tracing::warn!(upstream = %self.name, peer = %addr, "upstream peer failed a connection or timed out: taken out for fail_timeout");
         }
     }
 
