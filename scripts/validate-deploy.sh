@@ -540,9 +540,11 @@ EOF
 # ------------------------------------------------------------------------------- gatehouse check
 GH=${GATEHOUSE_BIN:-}
 if [ -z "$GH" ]; then
-  for c in "$(command -v gatehouse || true)" target/release/gatehouse target/debug/gatehouse; do
-    if [ -n "$c" ] && [ -x "$c" ]; then GH=$c; break; fi
+  # the freshest build (a stale release binary must not judge today's config), else PATH
+  for c in target/release/gatehouse target/debug/gatehouse; do
+    if [ -x "$c" ] && { [ -z "$GH" ] || [ "$c" -nt "$GH" ]; }; then GH=$c; fi
   done
+  [ -n "$GH" ] || GH=$(command -v gatehouse || true)
 fi
 step "gatehouse check on the ConfigMap's config"
 if [ -z "$GH" ] || [ "$GH" = none ]; then
@@ -550,8 +552,7 @@ if [ -z "$GH" ] || [ "$GH" = none ]; then
 elif ! command -v openssl >/dev/null 2>&1; then
   echo "skipped: openssl CLI not found (needed for throwaway certificates)"
 else
-  # The Secrets' shapes, with throwaway material; paths rewritten from /etc/gatehouse/ to $TMP,
-  # and upstream host names (cluster DNS, resolved at load) to 127.0.0.1 with the same port.
+  # The Secrets' shapes, with throwaway material; paths rewritten from /etc/gatehouse/ to $TMP.
   mkdir -p "$TMP/gh/tls" "$TMP/gh/client-ca" "$TMP/gh/secrets"
   certs_ok=true
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
@@ -561,18 +562,12 @@ else
     -subj "/CN=Throwaway Partner CA" -keyout "$TMP/gh/ca.key" -out "$TMP/gh/client-ca/ca.crt" >/dev/null 2>&1 || certs_ok=false
   printf 'not-a-secret' >"$TMP/gh/secrets/introspection-secret"
   "$PY" - "$TMP/gh" <<'EOF' >"$TMP/gh/gatehouse.yaml"
-import ipaddress, sys, yaml
+import sys
 path = "deploy/kubernetes/base/gatehouse.yaml"
 text = open(path).read()
-# Every upstream peer is resolved at load: cluster DNS names -> 127.0.0.1, same port. Replaced
-# in the text (not re-dumped) so that line numbers in Gatehouse's errors stay right.
-for u in (yaml.safe_load(text).get("upstreams") or {}).values():
-    for peer in u.get("peers", []):
-        host, _, port = str(peer).rpartition(":")
-        try:
-            ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            text = text.replace(str(peer), f"127.0.0.1:{port}")
+# Upstream names stay as they are: `check` validates a peer's form, never its DNS (in the
+# cluster it is re-resolved by the proxy). Replaced in the text (not re-dumped) so that
+# line numbers in Gatehouse's errors stay right.
 text = text.replace("/etc/gatehouse/", sys.argv[1] + "/")
 sys.stdout.write(text)
 EOF
