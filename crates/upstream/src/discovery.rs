@@ -127,10 +127,6 @@ impl PeerEntry {
     }
 }
 
-/// Which configured peer a backend came from (in its `ext`).
-#[derive(Debug, Clone, Copy)]
-pub struct PeerIndex(pub usize);
-
 /// A name's resolution state, for the admin listener.
 #[derive(Debug, Clone, Default)]
 pub struct NameState {
@@ -210,21 +206,30 @@ impl Discovery {
         errors
     }
 
+    /// Which configured peer an address belongs to (the first, if names overlap).
+    pub fn peer_index(&self, a: &SocketAddr) -> Option<usize> {
+        let state = self.lock();
+        self.peers
+            .iter()
+            .zip(state.iter())
+            .position(|(p, s)| p.port == a.port() && s.addresses.contains(&a.ip()))
+    }
+
     /// The backends the last resolutions give.
     pub fn backends(&self) -> BTreeSet<Backend> {
         let state = self.lock();
         let mut set = BTreeSet::new();
-        for (i, (p, s)) in self.peers.iter().zip(state.iter()).enumerate() {
+        for (p, s) in self.peers.iter().zip(state.iter()) {
             for ip in &s.addresses {
-                let mut b = Backend {
+                // no `ext`: the request path clones the backend it picks, and a non-empty
+                // `ext` would make that an allocation (see `peer_index`)
+                set.insert(Backend {
                     addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(SocketAddr::new(
                         *ip, p.port,
                     )),
                     weight: p.weight.max(1),
                     ext: http::Extensions::new(),
-                };
-                b.ext.insert(PeerIndex(i));
-                set.insert(b);
+                });
             }
         }
         set

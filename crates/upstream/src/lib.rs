@@ -16,7 +16,7 @@ pub mod passive;
 pub use discovery::Resolver;
 pub use health::TlsTo;
 
-use discovery::{Discovery, PeerEntry, PeerIndex, Shared};
+use discovery::{Discovery, PeerEntry, Shared};
 use gatehouse_config::{Balance, HashOn, Upstream};
 use gatehouse_metrics::Metrics;
 use passive::Passive;
@@ -173,6 +173,12 @@ impl Pool {
     /// `tried`. If passive ejection leaves nothing, a healthy untried peer is tried anyway
     /// (as NGINX does when every server is marked failed).
     pub fn select(&self, key: &[u8], tried: &[SocketAddr], now: Instant) -> Pick {
+        // one backend (a Service address, a single peer): nothing to choose, and Pingora's
+        // walk (a set of the backends seen, a clone of the one chosen) would be most of
+        // the cost of this call
+        if let Some(pick) = self.select_only(tried) {
+            return pick;
+        }
         let walk = |skip_passive: bool| {
             each!(&self.lb, lb => lb.select_with(key, MAX_WALK, |b, healthy| {
                 let Some(a) = b.addr.as_inet() else { return false };
@@ -189,6 +195,24 @@ impl Pool {
             None if self.backend_count() == 0 => Pick::NoPeer,
             None => Pick::NoHealthyPeer,
         }
+    }
+
+    /// [`Pool::select`] for a pool of exactly one backend; `None` for any other pool.
+    fn select_only(&self, tried: &[SocketAddr]) -> Option<Pick> {
+        let backends = self.status_backends();
+        if backends.len() != 1 {
+            return None;
+        }
+        let b = backends.first()?;
+        let a = *b.addr.as_inet()?;
+        // without active checks nothing ever marks a backend unhealthy
+        let healthy = self.check_every.is_none() || self.ready(b);
+        // a passively ejected only peer is tried anyway, as `select` would
+        Some(if healthy && !tried.contains(&a) {
+            Pick::Peer(a)
+        } else {
+            Pick::NoHealthyPeer
+        })
     }
 
     /// Whether another peer than those in `tried` could take a retry.
@@ -266,7 +290,7 @@ impl Pool {
         });
         let mut counts = vec![(0i64, 0i64); self.discovery.peers.len()];
         for b in backends.iter() {
-            let Some(PeerIndex(i)) = b.ext.get::<PeerIndex>().copied() else {
+            let Some(i) = b.addr.as_inet().and_then(|a| self.discovery.peer_index(a)) else {
                 continue;
             };
             let up = self.ready(b)
@@ -307,7 +331,9 @@ impl Pool {
             .map(|(i, p)| {
                 let addresses: Vec<serde_json::Value> = backends
                     .iter()
-                    .filter(|b| b.ext.get::<PeerIndex>().is_some_and(|x| x.0 == i))
+                    .filter(|b| {
+                        b.addr.as_inet().and_then(|a| self.discovery.peer_index(a)) == Some(i)
+                    })
                     .filter_map(|b| {
                         let a = b.addr.as_inet()?;
                         let healthy = self.ready(b);
