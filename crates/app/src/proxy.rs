@@ -33,12 +33,10 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// No peer to send a request to (all failing, or none resolved).
 const NO_HEALTHY_PEER: ErrorType = ErrorType::ConnectNoRoute;
-/// Idle pooled upstream connections close after this.
-const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 /// Concurrent streams on one HTTP/2 upstream connection.
 const H2_STREAMS: usize = 100;
 
@@ -458,9 +456,6 @@ impl ProxyHttp for Chain {
         peer.options.total_connection_timeout = Some(up.connect_timeout);
         peer.options.read_timeout = Some(up.read_timeout);
         peer.options.write_timeout = Some(up.read_timeout);
-        // an address that left the pool (DNS, health) gets no new requests: its idle
-        // pooled connections close rather than linger
-        peer.options.idle_timeout = Some(UPSTREAM_IDLE);
         if let Some((_, verify)) = &up.tls {
             peer.options.verify_cert = *verify;
             peer.options.verify_hostname = *verify;
