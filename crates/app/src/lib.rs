@@ -374,20 +374,27 @@ pub struct Gatehouse {
     reloader: Arc<Reloader>,
     ready: Readiness,
     drain: std::time::Duration,
-    /// Listener addresses the shards bind with `SO_REUSEPORT` (none when taking sockets
+    /// Every address this instance binds, listeners and admin (none when taking sockets
     /// over in an upgrade): see [`Gatehouse::check_addresses_free`].
-    reuseport_addrs: Vec<std::net::SocketAddr>,
+    listen_addrs: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl Gatehouse {
-    /// With one shard per thread every shard binds its listeners with `SO_REUSEPORT`, and
-    /// so would a second Gatehouse started on the same addresses by mistake: the kernel
-    /// would then split the connections between both without an error. Bind each such
-    /// address once without it first, so an address in use fails the start instead (call
-    /// before [`Gatehouse::run`]; `run --upgrade` takes sockets over and skips this).
+    /// Whether every address this instance will bind (listeners and admin) is free. Call
+    /// before [`Gatehouse::run`]: Pingora binds inside its service threads, where an
+    /// address in use is retried for a while and then panics the thread, leaving a process
+    /// that serves nothing. And with one shard per thread every shard binds its listeners
+    /// with `SO_REUSEPORT`, as would a second Gatehouse started on the same addresses by
+    /// mistake: the kernel would split the connections between both without an error.
+    /// Binding each address once here, without `SO_REUSEPORT`, turns both into a clear
+    /// error. `run --upgrade` takes the sockets over and skips this.
     pub fn check_addresses_free(&self) -> Result<(), String> {
-        for a in &self.reuseport_addrs {
-            std::net::TcpListener::bind(a).map_err(|e| format!("cannot listen on {a}: {e}"))?;
+        for (what, a) in &self.listen_addrs {
+            if a.port() == 0 {
+                continue;
+            }
+            std::net::TcpListener::bind(a)
+                .map_err(|e| format!("{what}: cannot listen on {a}: {e}"))?;
         }
         Ok(())
     }
@@ -461,11 +468,15 @@ impl Gatehouse {
             } else {
                 1
             };
-        let reuseport_addrs = if shards > 1 && !upgrade {
-            c.listeners.iter().map(|l| l.listen).collect()
-        } else {
-            Vec::new()
-        };
+        let mut listen_addrs = Vec::new();
+        if !upgrade {
+            for l in &c.listeners {
+                listen_addrs.push((format!("listener {:?}", l.name), l.listen));
+            }
+            if let Some(a) = &c.admin {
+                listen_addrs.push(("admin".to_owned(), a.listen));
+            }
+        }
         let mut listener_tls = Vec::new();
         for l in &c.listeners {
             listener_tls.push(match &l.tls {
@@ -547,7 +558,7 @@ impl Gatehouse {
             reloader,
             ready,
             drain: c.server.drain_delay.0,
-            reuseport_addrs,
+            listen_addrs,
         })
     }
 

@@ -150,6 +150,27 @@ impl<S: tracing::Subscriber> tracing_subscriber::layer::Filter<S> for ClientNois
     }
 }
 
+/// Pingora binds its listeners inside each service's thread and, when an address is taken
+/// after all (a race with [`gatehouse_app::Gatehouse::check_addresses_free`]), panics that
+/// thread, which leaves a process that serves nothing and exits 0. That one panic ends the
+/// process with [`EX_UNAVAILABLE`] instead; every other panic keeps the default hook.
+fn exit_when_a_listener_cannot_be_built() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Failed to build listeners") {
+            eprintln!("gatehouse: a listen address is not available: {msg}");
+            std::process::exit(i32::from(EX_UNAVAILABLE));
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::layer::SubscriberExt;
@@ -197,6 +218,7 @@ fn main() -> ExitCode {
                         eprintln!("{}: {e}", config.display());
                         return ExitCode::from(EX_UNAVAILABLE);
                     }
+                    exit_when_a_listener_cannot_be_built();
                     g.run(None);
                     ExitCode::SUCCESS
                 }

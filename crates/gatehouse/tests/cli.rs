@@ -64,3 +64,65 @@ fn check_accepts_every_example_in_conf() {
     }
     assert!(n >= 1);
 }
+
+/// `gatehouse run` on an address that is taken: a clear message and exit 69 (EX_UNAVAILABLE)
+/// at once, never a panic or a process that stays up serving nothing. Every `threads`
+/// setting, a listener or only the admin address taken.
+#[test]
+fn run_on_a_taken_address_exits_69() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let dir = std::env::temp_dir().join(format!("gatehouse-taken-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (threads, admin_taken) in [(1, false), (2, false), (4, false), (1, true), (2, true)] {
+        let free = gatehouse_testkit::free_port();
+        let (listen, admin) = if admin_taken {
+            (format!("127.0.0.1:{free}"), busy.to_string())
+        } else {
+            (busy.to_string(), format!("127.0.0.1:{free}"))
+        };
+        let file = dir.join(format!("taken-{threads}-{admin_taken}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "version: 1\nserver: {{ threads: {threads} }}\nadmin: {{ listen: \"{admin}\" }}\nlisteners:\n  - name: a\n    listen: \"{listen}\"\nupstreams:\n  app:\n    peers: [127.0.0.1:2]\nroutes: []\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["run", "-c"])
+            .arg(&file)
+            .env("GATEHOUSE_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // a readiness poll on the process, not a timing assertion: it must end by itself
+        let mut status = None;
+        for _ in 0..400 {
+            if let Some(s) = child.try_wait().unwrap() {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        let Some(status) = status else {
+            let _ = child.kill();
+            panic!(
+                "threads {threads}, admin taken {admin_taken}: still running on a taken address"
+            );
+        };
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(status.code(), Some(69), "threads {threads}: {text}");
+        assert!(text.contains(&format!("cannot listen on {busy}")), "{text}");
+        let what = if admin_taken {
+            "admin"
+        } else {
+            "listener \"a\""
+        };
+        assert!(text.contains(what), "{text}");
+        assert!(!text.contains("panicked"), "{text}");
+    }
+    drop(taken);
+}
