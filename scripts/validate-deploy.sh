@@ -429,9 +429,9 @@ for name in ("gatehouse", "gatehouse-admin"):
 hpa = objs.get(("HorizontalPodAutoscaler", "gatehouse"), {}).get("spec", {})
 pdb = objs.get(("PodDisruptionBudget", "gatehouse"), {}).get("spec", {})
 check(hpa.get("scaleTargetRef", {}).get("name") == "gatehouse", "HPA targets Deployment gatehouse", "HPA does not target the Deployment")
-check(isinstance(pdb.get("minAvailable"), int) and pdb["minAvailable"] < hpa.get("minReplicas", 0),
-      f"PDB minAvailable {pdb.get('minAvailable')} < HPA minReplicas {hpa.get('minReplicas')} (drains can proceed)",
-      "PDB minAvailable must be below HPA minReplicas or node drains block")
+check(pdb.get("maxUnavailable") == 1 and "minAvailable" not in pdb,
+      "PDB maxUnavailable 1 (drains proceed one pod at a time at any scale)",
+      "PDB must be maxUnavailable: 1 (a minAvailable lets most pods go at once when scaled out, or blocks drains)")
 check(subset(pdb.get("selector", {}).get("matchLabels"), pod_labels), "PDB selects the Gatehouse pods", "PDB selector matches no pods")
 np = objs.get(("NetworkPolicy", "gatehouse"), {}).get("spec", {})
 check(subset(np.get("podSelector", {}).get("matchLabels"), pod_labels), "NetworkPolicy selects the Gatehouse pods", "NetworkPolicy selects no pods")
