@@ -14,8 +14,8 @@ use std::process::ExitCode;
 
 /// EX_USAGE (sysexits.h): the configuration is wrong.
 const EX_USAGE: u8 = 64;
-/// EX_SOFTWARE: the configuration validated but could not be started.
-const EX_SOFTWARE: u8 = 70;
+/// EX_CANTCREAT (sysexits.h): the access log file cannot be opened.
+const EX_CANTCREAT: u8 = 73;
 /// sysexits EX_UNAVAILABLE: a listen address is taken.
 const EX_UNAVAILABLE: u8 = 69;
 
@@ -23,7 +23,14 @@ const EX_UNAVAILABLE: u8 = 69;
 #[command(
     name = "gatehouse",
     version,
-    about = "mTLS + phantom-token edge proxy for B2B APIs"
+    about = "mTLS + phantom-token edge proxy for B2B APIs",
+    after_help = "Exit codes: 0 stopped cleanly (or `check`: valid); 64 the configuration is wrong \
+(every problem printed with its path and line; the same for `check` and `run`); 69 a listen \
+address (listener or admin) is in use; 73 the access log cannot be opened.\n\
+Signals (`run`): SIGHUP reloads the configuration; SIGTERM drains (readyz 503, drain_delay, \
+listeners close, in-flight requests finish within grace_period) and exits; SIGQUIT hands the \
+listening sockets to a new process started with `run --upgrade`, then drains.\n\
+Logs go to stderr; GATEHOUSE_LOG sets the level (EnvFilter syntax, default info)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,6 +41,8 @@ struct Cli {
 enum Cmd {
     /// Run the proxy with a configuration file.
     Run {
+        /// The YAML configuration file (relative paths inside it are relative to the
+        /// working directory).
         #[arg(short, long)]
         config: PathBuf,
         /// Take the listening sockets over from a running Gatehouse (graceful binary
@@ -43,6 +52,7 @@ enum Cmd {
     },
     /// Validate a configuration file: prints every problem, exits 64 on error, 0 if valid.
     Check {
+        /// The YAML configuration file.
         #[arg(short, long)]
         config: PathBuf,
     },
@@ -53,21 +63,23 @@ enum Cmd {
 /// `GATEHOUSE_LOG` (EnvFilter syntax, default `info`), with third-party crates capped
 /// whatever is asked: at trace level Pingora prints whole request headers and hyper/h2/reqwest
 /// print header blocks — that would put access tokens in the logs.
-fn log_filter() -> tracing_subscriber::EnvFilter {
+fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
     let mut f = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    for cap in [
-        "pingora_proxy=info",
-        "pingora_core=info",
-        "pingora_cache=info",
-        "hyper=info",
-        "hyper_util=info",
-        "h2=info",
-        "reqwest=info",
-        "rustls=info",
-        "tokio_openssl=info",
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // the caps are at most `info`, and no more than the default level (`check`: warn)
+    let cap_level = if default == "info" { "info" } else { "warn" };
+    for target in [
+        "pingora_proxy",
+        "pingora_core",
+        "pingora_cache",
+        "hyper",
+        "hyper_util",
+        "h2",
+        "reqwest",
+        "rustls",
+        "tokio_openssl",
     ] {
-        if let Ok(d) = cap.parse() {
+        if let Ok(d) = format!("{target}={cap_level}").parse() {
             f = f.add_directive(d);
         }
     }
@@ -150,6 +162,16 @@ impl<S: tracing::Subscriber> tracing_subscriber::layer::Filter<S> for ClientNois
     }
 }
 
+/// A configuration that validated but cannot be built (a certificate that does not parse,
+/// a key that does not match) is as wrong as one that did not validate: 64, from `check`
+/// and `run` alike.
+fn build_exit_code(e: &gatehouse_app::BuildError) -> u8 {
+    match e {
+        gatehouse_app::BuildError::AccessLog(_) => EX_CANTCREAT,
+        gatehouse_app::BuildError::Config(_) | gatehouse_app::BuildError::Tls(_) => EX_USAGE,
+    }
+}
+
 /// Pingora binds its listeners inside each service's thread and, when an address is taken
 /// after all (a race with [`gatehouse_app::Gatehouse::check_addresses_free`]), panics that
 /// thread, which leaves a process that serves nothing and exits 0. That one panic ends the
@@ -172,6 +194,14 @@ fn exit_when_a_listener_cannot_be_built() {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `check` prints its verdict, not the server's start-up chatter (Pingora's
+    // "Bootstrap starting/done")
+    let default_level = if matches!(cli.cmd, Cmd::Check { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
     use tracing_subscriber::filter::FilterExt;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -183,7 +213,7 @@ fn main() -> ExitCode {
                 // no colour codes in what a log collector reads
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_filter(
-                    log_filter().and(ClientNoise {
+                    log_filter(default_level).and(ClientNoise {
                         show: std::env::var("GATEHOUSE_LOG")
                             .is_ok_and(|v| v.contains("pingora_core=debug")),
                     }),
@@ -192,7 +222,7 @@ fn main() -> ExitCode {
         // ERROR only: an unfiltered layer would switch every trace! callsite on
         .with(HandshakeFailures.with_filter(tracing_subscriber::filter::LevelFilter::ERROR))
         .init();
-    match Cli::parse().cmd {
+    match cli.cmd {
         Cmd::Check { config } => match gatehouse_config::load_file(&config) {
             Ok(loaded) => match gatehouse_app::Gatehouse::build(&loaded) {
                 Ok(_) => {
@@ -201,7 +231,7 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("{}: {e}", config.display());
-                    ExitCode::from(EX_USAGE)
+                    ExitCode::from(build_exit_code(&e))
                 }
             },
             Err(errors) => {
@@ -230,7 +260,7 @@ fn main() -> ExitCode {
                 }
                 Err(gatehouse_app::LoadError::Build(e)) => {
                     eprintln!("{}: {e}", config.display());
-                    ExitCode::from(EX_SOFTWARE)
+                    ExitCode::from(build_exit_code(&e))
                 }
             }
         }

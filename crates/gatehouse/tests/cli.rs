@@ -126,3 +126,60 @@ fn run_on_a_taken_address_exits_69() {
     }
     drop(taken);
 }
+
+/// A configuration that validates but cannot be built (a certificate file that holds no
+/// certificate) is the same error from `check` and `run`: exit 64. A valid one gets `ok`
+/// from `check` and nothing of the server's start-up chatter.
+#[test]
+fn check_and_run_agree_on_a_broken_certificate_and_check_is_quiet_when_valid() {
+    let dir = std::env::temp_dir().join(format!("gatehouse-cert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem = dir.join("server.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("server.key"), "not a key\n").unwrap();
+    let port = gatehouse_testkit::free_port();
+    let file = dir.join("broken.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 1\nlisteners:\n  - name: a\n    listen: 127.0.0.1:{port}\n    tls:\n      cert_file: {d}/server.pem\n      key_file: {d}/server.key\nupstreams:\n  app:\n    peers: [127.0.0.1:2]\nroutes: []\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let (code, text) = check(&file, &[]);
+    assert_eq!(code, 64, "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["run", "-c"])
+        .arg(&file)
+        .env("GATEHOUSE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        format!("version: 1\nlisteners:\n  - name: a\n    listen: 127.0.0.1:{port}\nupstreams:\n  app:\n    peers: [127.0.0.1:2]\nroutes: []\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["check", "-c"])
+        .arg(&good)
+        .env_remove("GATEHOUSE_LOG")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(text.trim(), format!("{}: ok", good.display()));
+}
