@@ -132,7 +132,12 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> 
     let de = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
+        // "." is the whole file; "?" a syntax error with no field to name
+        let path = if path == "." || path.starts_with('?') {
+            String::new()
+        } else {
+            path
+        };
         let inner = e.into_inner();
         let line = inner
             .location()
@@ -142,6 +147,16 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> 
         let mut message = inner.to_string();
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
+        }
+        // serde_yaml puts the path in front of its message too: print it once
+        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
+            message = rest.to_owned();
+        }
+        let tab = line
+            .and_then(|l| text.lines().nth(l.saturating_sub(1)))
+            .is_some_and(|l| l.contains('\t'));
+        if tab && message.contains("cannot start any token") {
+            message = "a tab character: YAML is indented with spaces only".to_owned();
         }
         ConfigErrors(vec![ConfigError {
             path,

@@ -367,3 +367,21 @@ fn upstream_resilience_settings_are_checked_with_paths_and_lines() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn syntax_errors_name_no_bogus_path_and_tabs_are_named() {
+    let text = MINIMAL.replace("    peers: [127.0.0.1:3000]", "\tpeers: [127.0.0.1:3000]");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(!errs[0].path.contains('?'), "{errs:#?}");
+    assert_eq!(errs[0].line, Some(7), "{errs:#?}");
+    assert!(errs[0].message.contains("tab"), "{errs:#?}");
+    // a type error names its path once
+    let text = MINIMAL.replace(
+        "    upstream: app",
+        "    upstream: app\n    filters: [ oops ]",
+    );
+    let errs = errors(&text);
+    let shown = errs[0].to_string();
+    assert_eq!(shown.matches("routes[0].filters[0]").count(), 1, "{shown}");
+}
