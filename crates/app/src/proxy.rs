@@ -109,7 +109,8 @@ impl Chain {
         self.count_rejection(ctx, filter, &r);
         // boxed: the write's future is large, and request_filter's own future (moved into
         // its box on every request, rejected or not) would otherwise carry its size
-        let written = Box::pin(write_json(session, &r)).await;
+        let grpc = is_grpc(session.req_header());
+        let written = Box::pin(write_json(session, &r, grpc)).await;
         ctx.req.rejected_by = Some((filter, r));
         written.map(|()| true)
     }
@@ -201,15 +202,17 @@ async fn answer_failure(session: &mut Session, ctx: &mut Ctx, r: &Rejection) {
     }
     session.set_keepalive(None);
     // the client may be gone: nothing more to do about a failed write
-    let _ = write_json(session, r).await;
+    // no header to look at when the parser refused the request (request_filter never ran)
+    let grpc = ctx.runtime.is_some() && is_grpc(session.req_header());
+    let _ = write_json(session, r, grpc).await;
     ctx.status = r.status.as_u16();
 }
 
 /// Writes `r` as Gatehouse's answer: JSON, or for a gRPC request a gRPC status (gRPC
 /// clients read no JSON bodies). Header and body go out as one batch, which Pingora
 /// (patch 0002) writes with a single write: one TLS record.
-async fn write_json(session: &mut Session, r: &Rejection) -> Result<()> {
-    if is_grpc(session.req_header()) {
+async fn write_json(session: &mut Session, r: &Rejection, grpc: bool) -> Result<()> {
+    if grpc {
         return write_grpc(session, r).await;
     }
     let body = r.body();
@@ -284,6 +287,7 @@ async fn write_grpc(session: &mut Session, r: &Rejection) -> Result<()> {
     if let Some(w) = &r.www_authenticate {
         resp.insert_header("www-authenticate", w.as_str())?;
     }
+    // (only called for a request whose header was read)
     if session.req_header().version != http::Version::HTTP_2 {
         resp.insert_header("content-length", "0")?;
     }

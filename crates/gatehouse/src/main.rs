@@ -30,7 +30,8 @@ address (listener or admin) is in use; 73 the access log cannot be opened.\n\
 Signals (`run`): SIGHUP reloads the configuration; SIGTERM drains (readyz 503, drain_delay, \
 listeners close, in-flight requests finish within grace_period) and exits; SIGQUIT hands the \
 listening sockets to a new process started with `run --upgrade`, then drains.\n\
-Logs go to stderr; GATEHOUSE_LOG sets the level (EnvFilter syntax, default info)."
+Logs go to stderr; GATEHOUSE_LOG sets the level (EnvFilter syntax, default info), \
+GATEHOUSE_LOG_FORMAT=json writes one JSON object per line."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -206,19 +207,32 @@ fn main() -> ExitCode {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    tracing_subscriber::registry()
-        .with(
+    // GATEHOUSE_LOG_FORMAT=json: one JSON object per line, for log collectors
+    let json = std::env::var("GATEHOUSE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let filter = || {
+        log_filter(default_level).and(ClientNoise {
+            show: std::env::var("GATEHOUSE_LOG").is_ok_and(|v| v.contains("pingora_core=debug")),
+        })
+    };
+    type Boxed = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+    let fmt: Boxed = if json {
+        Box::new(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(std::io::stderr)
+                .with_filter(filter()),
+        )
+    } else {
+        Box::new(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 // no colour codes in what a log collector reads
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_filter(
-                    log_filter(default_level).and(ClientNoise {
-                        show: std::env::var("GATEHOUSE_LOG")
-                            .is_ok_and(|v| v.contains("pingora_core=debug")),
-                    }),
-                ),
+                .with_filter(filter()),
         )
+    };
+    tracing_subscriber::registry()
+        .with(fmt)
         // ERROR only: an unfiltered layer would switch every trace! callsite on
         .with(HandshakeFailures.with_filter(tracing_subscriber::filter::LevelFilter::ERROR))
         .init();

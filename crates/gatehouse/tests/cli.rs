@@ -183,3 +183,36 @@ fn check_and_run_agree_on_a_broken_certificate_and_check_is_quiet_when_valid() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert_eq!(text.trim(), format!("{}: ok", good.display()));
 }
+
+/// `GATEHOUSE_LOG_FORMAT=json`: process logs are one JSON object per line.
+#[test]
+fn process_logs_can_be_json() {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!("gatehouse-json-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("j.yaml");
+    let port = gatehouse_testkit::free_port();
+    std::fs::write(
+        &file,
+        format!("version: 1\nlisteners:\n  - name: a\n    listen: 127.0.0.1:{port}\nupstreams:\n  app:\n    peers: [127.0.0.1:2]\nroutes: []\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["run", "-c"])
+        .arg(&file)
+        .env("GATEHOUSE_LOG_FORMAT", "json")
+        .env_remove("GATEHOUSE_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["level"], "INFO", "{line}");
+    assert!(v["fields"]["message"].is_string(), "{line}");
+}
