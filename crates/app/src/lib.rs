@@ -8,6 +8,7 @@ mod reload;
 mod runtime;
 mod target;
 mod tls;
+pub use tls::{server_cert_expiry, ServerCertExpiry};
 mod upstreams;
 
 use admin::Admin;
@@ -431,6 +432,7 @@ impl Gatehouse {
         let metrics = Metrics::new();
         metrics.set_config_hash(&loaded.hash);
         metrics.config_reloads.with_label_values(&["success"]).inc();
+        tls::publish_server_cert_expiry(&metrics, c);
         let factory = FilterFactory::new(c)?;
         let runtime = Arc::new(ArcSwap::from_pointee(Runtime::build(
             c, &metrics, &factory, None,

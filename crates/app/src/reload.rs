@@ -152,6 +152,7 @@ impl Reloader {
         for ((_, shared), m) in self.tls.iter().zip(materials) {
             shared.store(Arc::new(m));
         }
+        crate::tls::publish_server_cert_expiry(&self.metrics, &loaded.config);
         Ok(loaded.hash)
     }
 }

@@ -390,3 +390,39 @@ mod ticket {
         }
     }
 }
+
+/// A TLS listener's server certificate: the leaf (first in `cert_file`) and its `notAfter`
+/// in Unix seconds.
+pub struct ServerCertExpiry {
+    pub listener: String,
+    pub file: String,
+    pub not_after: i64,
+}
+
+/// The server certificate of every TLS listener (unreadable files are left out: building
+/// the listener reports them).
+pub fn server_cert_expiry(c: &gatehouse_config::Config) -> Vec<ServerCertExpiry> {
+    c.listeners
+        .iter()
+        .filter_map(|l| {
+            let t = l.tls.as_ref()?;
+            let leaf = load_pem_bundle(&t.cert_file).ok()?.into_iter().next()?;
+            let epoch = openssl::asn1::Asn1Time::from_unix(0).ok()?;
+            let d = epoch.diff(leaf.not_after()).ok()?;
+            Some(ServerCertExpiry {
+                listener: l.name.clone(),
+                file: t.cert_file.clone(),
+                not_after: i64::from(d.days) * 86_400 + i64::from(d.secs),
+            })
+        })
+        .collect()
+}
+
+/// Sets `gatehouse_tls_server_cert_expiry_timestamp_seconds` for the config's listeners.
+pub(crate) fn publish_server_cert_expiry(m: &Metrics, c: &gatehouse_config::Config) {
+    for e in server_cert_expiry(c) {
+        m.tls_server_cert_expiry
+            .with_label_values(&[&e.listener])
+            .set(e.not_after);
+    }
+}

@@ -163,6 +163,32 @@ impl<S: tracing::Subscriber> tracing_subscriber::layer::Filter<S> for ClientNois
     }
 }
 
+/// `check` still accepts a server certificate that expired or expires within 30 days (the
+/// file may be rotated in place before it is used), but says so on stderr.
+fn warn_on_expiring_server_certificates(c: &gatehouse_config::Config) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for e in gatehouse_app::server_cert_expiry(c) {
+        let left = e.not_after - now;
+        if left <= 0 {
+            eprintln!(
+                "warning: listener {:?}: the server certificate in {} expired {} days ago",
+                e.listener,
+                e.file,
+                (-left) / 86_400
+            );
+        } else if left < 30 * 86_400 {
+            eprintln!(
+                "warning: listener {:?}: the server certificate in {} expires in {} days",
+                e.listener,
+                e.file,
+                left / 86_400
+            );
+        }
+    }
+}
+
 /// A configuration that validated but cannot be built (a certificate that does not parse,
 /// a key that does not match) is as wrong as one that did not validate: 64, from `check`
 /// and `run` alike.
@@ -240,6 +266,7 @@ fn main() -> ExitCode {
         Cmd::Check { config } => match gatehouse_config::load_file(&config) {
             Ok(loaded) => match gatehouse_app::Gatehouse::build(&loaded) {
                 Ok(_) => {
+                    warn_on_expiring_server_certificates(&loaded.config);
                     println!("{}: ok", config.display());
                     ExitCode::SUCCESS
                 }

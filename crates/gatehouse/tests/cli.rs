@@ -216,3 +216,39 @@ fn process_logs_can_be_json() {
     assert_eq!(v["level"], "INFO", "{line}");
     assert!(v["fields"]["message"].is_string(), "{line}");
 }
+
+/// `check` says so when a listener's server certificate expired or expires soon (it still
+/// passes: the file may be rotated in place before use).
+#[test]
+fn check_warns_about_an_expired_or_expiring_server_certificate() {
+    use gatehouse_testkit::gatehouse_devauth::pki::CertSpec;
+    let pki = gatehouse_testkit::TestPki::new();
+    let run = |name: &str, not_after_offset: i64| {
+        let spec = CertSpec {
+            not_before_offset: -400 * 86_400,
+            not_after_offset,
+            ..CertSpec::localhost()
+        };
+        let cert = pki.issue(&spec, None);
+        let (pem, key) = pki.save(name, &cert);
+        let file = pki.dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!("version: 1\nlisteners:\n  - name: edge\n    listen: 127.0.0.1:1\n    tls: {{ cert_file: \"{pem}\", key_file: \"{key}\" }}\nupstreams:\n  app:\n    peers: [127.0.0.1:2]\nroutes: []\n"),
+        )
+        .unwrap();
+        check(&file, &[])
+    };
+    let (code, text) = run("expired", -10 * 86_400);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("warning: listener \"edge\"") && text.contains("expired 10 days ago"),
+        "{text}"
+    );
+    let (code, text) = run("soon", 5 * 86_400 + 3600);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("expires in 5 days"), "{text}");
+    let (code, text) = run("fine", 300 * 86_400);
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("warning"), "{text}");
+}

@@ -167,6 +167,19 @@ async fn reload_replaces_the_server_certificate_and_trust() {
         .unwrap();
     assert_ne!(first.to_der().unwrap(), second.to_der().unwrap());
     assert_eq!(second.to_der().unwrap(), rotated.der());
+    // the expiry metric follows the certificate in use
+    let not_after = |c: &openssl::x509::X509Ref| {
+        let d = openssl::asn1::Asn1Time::from_unix(0)
+            .unwrap()
+            .diff(c.not_after())
+            .unwrap();
+        f64::from(d.days) * 86_400.0 + f64::from(d.secs)
+    };
+    assert_eq!(
+        gh.metric("gatehouse_tls_server_cert_expiry_timestamp_seconds{listener=\"edge\"}")
+            .await,
+        not_after(&second)
+    );
     // a client of the newly trusted root is accepted on a new connection
     let res = pki
         .client(Some(&other.pki.partner_a))

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Rejections by route, filter and reason (every filter).
     pub rejections: IntCounterVec,
+    /// `notAfter` (Unix seconds) of each TLS listener's server certificate.
+    pub tls_server_cert_expiry: IntGaugeVec,
     /// 1 while a configured peer of an upstream has an address that takes requests
     /// (label `peer` as configured: bounded).
     pub upstream_peer_up: IntGaugeVec,
@@ -215,6 +217,12 @@ impl Metrics {
             "Requests rejected by a filter.",
             &["route", "filter", "reason"],
         );
+        let tls_server_cert_expiry = gauge(
+            &r,
+            "gatehouse_tls_server_cert_expiry_timestamp_seconds",
+            "notAfter (Unix seconds) of each TLS listener's server certificate.",
+            &["listener"],
+        );
         let upstream_peer_up = gauge(
             &r,
             "gatehouse_upstream_peer_up",
@@ -360,6 +368,7 @@ impl Metrics {
             upstream_duration,
             upstream_errors,
             rejections,
+            tls_server_cert_expiry,
             upstream_peer_up,
             upstream_peer_addresses,
             upstream_health_checks,
