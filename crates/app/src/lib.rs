@@ -545,6 +545,7 @@ impl Gatehouse {
             svc.threads = Some(1);
             server.add_service(svc);
         }
+        let from_file = path.is_some();
         let reloader = Arc::new(Reloader::new(
             path,
             c,
@@ -553,6 +554,15 @@ impl Gatehouse {
             metrics.clone(),
             factory,
         ));
+        if !c.server.file_watch_interval.0.is_zero() && from_file {
+            server.add_service(background_service(
+                "certificate file watch",
+                reload::FileWatch {
+                    reloader: reloader.clone(),
+                    interval: c.server.file_watch_interval.0,
+                },
+            ));
+        }
         Ok(Self {
             server,
             metrics,

@@ -55,6 +55,51 @@ pub struct Reloader {
     lock: Mutex<()>,
     /// The factory of the running configuration (its caches and key stores carry over).
     factory: Mutex<Arc<FilterFactory>>,
+    /// The certificate, key and CA files the running configuration names, with their
+    /// SHA-256 when last seen: a change reloads (see [`FileWatch`]).
+    watched: Mutex<Vec<(PathBuf, Option<[u8; 32]>)>>,
+}
+
+/// The TLS files of a configuration: every listener's certificate, key and client CA
+/// bundles, and the CA bundles of `client_cert` filters and TLS upstreams.
+fn tls_files(c: &Config) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for l in &c.listeners {
+        if let Some(t) = &l.tls {
+            files.push(t.cert_file.clone().into());
+            files.push(t.key_file.clone().into());
+            files.extend(t.client_auth.ca_files.iter().map(PathBuf::from));
+        }
+    }
+    for r in &c.routes {
+        for f in &r.filters {
+            if let gatehouse_config::FilterConfig::ClientCert(cc) = f {
+                files.extend(cc.ca_files.iter().flatten().map(PathBuf::from));
+            }
+        }
+    }
+    for u in c.upstreams.values() {
+        if let Some(ca) = u.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+            files.push(ca.into());
+        }
+    }
+    files.sort();
+    files.dedup();
+    files
+}
+
+fn digest(path: &std::path::Path) -> Option<[u8; 32]> {
+    std::fs::read(path).ok().map(|b| openssl::sha::sha256(&b))
+}
+
+fn fingerprints(c: &Config) -> Vec<(PathBuf, Option<[u8; 32]>)> {
+    tls_files(c)
+        .into_iter()
+        .map(|p| {
+            let d = digest(&p);
+            (p, d)
+        })
+        .collect()
 }
 
 impl Reloader {
@@ -75,7 +120,26 @@ impl Reloader {
             admin: c.admin.as_ref().map(|a| a.listen),
             metrics,
             lock: Mutex::new(()),
+            watched: Mutex::new(fingerprints(c)),
         }
+    }
+
+    /// Whether a watched file's content changed since the last look (a file that cannot be
+    /// read right now, e.g. in the middle of a Secret update, counts as unchanged). The new
+    /// contents become the ones compared against next time, whether or not the reload
+    /// they cause succeeds: a broken file is reported once, not every interval.
+    fn files_changed(&self) -> bool {
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changed = false;
+        for (path, seen) in watched.iter_mut() {
+            if let Some(now) = digest(path) {
+                if Some(now) != *seen {
+                    *seen = Some(now);
+                    changed = true;
+                }
+            }
+        }
+        changed
     }
 
     /// Reload from the file. On error nothing changes; the errors are returned (and
@@ -153,7 +217,34 @@ impl Reloader {
             shared.store(Arc::new(m));
         }
         crate::tls::publish_server_cert_expiry(&self.metrics, &loaded.config);
+        *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = fingerprints(c);
         Ok(loaded.hash)
+    }
+}
+
+/// Reloads when a certificate, key or CA file changes (Kubernetes updates mounted
+/// Secrets in place; cert-manager renews them), as `SIGHUP` would: the whole configuration
+/// is re-read and swapped in only if all of it builds.
+pub struct FileWatch {
+    pub reloader: Arc<Reloader>,
+    pub interval: Duration,
+}
+
+#[async_trait]
+impl pingora_core::services::background::BackgroundService for FileWatch {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            if self.reloader.files_changed() {
+                tracing::info!("a certificate, key or CA file changed: reloading");
+                // blocking file reads and builds: off the async workers
+                let r = self.reloader.clone();
+                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+            }
+        }
     }
 }
 

@@ -75,6 +75,14 @@ pub struct ServerSection {
     /// How upstream peer names are resolved.
     #[serde(default)]
     pub resolver: ResolverSection,
+    /// How often the certificate, key and CA files are looked at: a change reloads the
+    /// configuration as SIGHUP does (`0s`: only on SIGHUP).
+    #[serde(default = "default_file_watch")]
+    pub file_watch_interval: Dur,
+}
+
+fn default_file_watch() -> Dur {
+    Dur::secs(10)
 }
 
 fn default_threads() -> usize {
@@ -114,6 +122,7 @@ impl Default for ServerSection {
             max_authorization_header: default_max_auth(),
             merge_slashes: true,
             resolver: ResolverSection::default(),
+            file_watch_interval: default_file_watch(),
         }
     }
 }

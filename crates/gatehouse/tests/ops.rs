@@ -190,6 +190,62 @@ async fn reload_replaces_the_server_certificate_and_trust() {
     assert_eq!(res.status(), 200);
 }
 
+/// cert-manager renews the Secret and Kubernetes updates the mounted files in place: the
+/// new certificate is served without a SIGHUP, and a broken file changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_certificate_file_is_picked_up_without_a_signal() {
+    let pki = TestPki::new();
+    let (ua, ub) = (Upstream::start().await, Upstream::start().await);
+    let vars = [
+        ("CERT_DIR", pki.dir.display().to_string()),
+        ("UP_A", ua.addr.to_string()),
+        ("UP_B", ub.addr.to_string()),
+    ];
+    let y = yaml("a", "").replace(
+        "server: { threads: 2,",
+        "server: { file_watch_interval: 100ms, threads: 2,",
+    );
+    assert!(y.contains("file_watch_interval"));
+    let gh = Proxy::start(&y, &vars).await;
+    let addr = gh.addr;
+    let served = |root: gatehouse_testkit::gatehouse_devauth::pki::Issued| async move {
+        tokio::task::spawn_blocking(move || {
+            gatehouse_testkit::peer_cert(addr, &root).to_der().unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let rotated = pki.issue(&CertSpec::localhost(), None);
+    pki.save("server", &rotated);
+    let mut seen = false;
+    for _ in 0..100 {
+        if served(pki.pki.root.clone()).await == rotated.der() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen, "the rotated certificate was never served");
+    // a half-written rotation (a key that is not a key): rejected, the rotated one stays
+    std::fs::write(pki.path("server.key"), "garbage").unwrap();
+    let mut failed = false;
+    for _ in 0..100 {
+        if gh
+            .metric("gatehouse_config_reloads_total{result=\"failure\"}")
+            .await
+            >= 1.0
+        {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed, "the broken key never caused a (rejected) reload");
+    assert_eq!(served(pki.pki.root.clone()).await, rotated.der());
+    let c = pki.client(Some(&pki.pki.partner_a));
+    assert_eq!(c.get(gh.url("/api/x")).send().await.unwrap().status(), 200);
+}
+
 struct Child(std::process::Child);
 impl Drop for Child {
     fn drop(&mut self) {
