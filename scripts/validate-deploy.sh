@@ -151,7 +151,7 @@ from kubernetes_validate import utils as kv
 
 BASE = "deploy/kubernetes/base"
 VERSIONS = os.environ["K8S_VERSIONS"].split()
-CRD_KINDS = {"ServiceMonitor"}                      # no schema bundled: checked by hand
+CRD_KINDS = {"ServiceMonitor", "Certificate"}       # no schema bundled: checked by hand
 NOT_MANIFESTS = {"kustomization.yaml", "gatehouse.yaml"}
 failures = []
 
@@ -220,7 +220,27 @@ def check_service_monitor(d, where):
         ok(f"{where}: {kn(d)} (CRD: structural check)")
 
 
+def check_certificate(d, where):
+    spec = d.get("spec") or {}
+    probs = []
+    if d.get("apiVersion") != "cert-manager.io/v1":
+        probs.append("apiVersion must be cert-manager.io/v1")
+    for k in ("secretName", "issuerRef"):
+        if not spec.get(k):
+            probs.append(f"spec.{k} missing")
+    if not (spec.get("dnsNames") or spec.get("ipAddresses") or spec.get("uris")):
+        probs.append("spec needs dnsNames, ipAddresses or uris")
+    if probs:
+        for p in probs:
+            fail(f"{where}: {kn(d)}: {p}")
+    else:
+        ok(f"{where}: {kn(d)} (CRD: structural check)")
+
+
 def validate(d, where):
+    if d.get("kind") == "Certificate":
+        check_certificate(d, where)
+        return
     if d.get("kind") in CRD_KINDS:
         check_service_monitor(d, where)
         return
