@@ -15,6 +15,20 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+/// The listener both tests use: mutual TLS with the test PKI.
+const EDGE: &str = "version: 1
+server: { threads: 2, grace_period: 0s, shutdown_timeout: 0s }
+admin: { listen: \"${ADMIN_ADDR}\" }
+log: { access_log: off }
+listeners:
+  - name: edge
+    listen: \"${PROXY_ADDR}\"
+    tls:
+      cert_file: ${CERT_DIR}/server.pem
+      key_file: ${CERT_DIR}/server.key
+      client_auth: { mode: required, ca_files: [\"${CERT_DIR}/root-ca.pem\"] }
+";
+
 /// tonic's health service on a loopback port, reporting `gatehouse.Test` as serving.
 async fn grpc_server() -> SocketAddr {
     let (reporter, service) = tonic_health::server::health_reporter();
@@ -192,18 +206,8 @@ async fn grpc_through_the_whole_chain_with_grpc_shaped_refusals() {
     )
     .await;
     std::env::set_var("GH_TEST_SECRET", "gateway-secret");
-    let y = "version: 1
-server: { threads: 2, grace_period: 0s, shutdown_timeout: 0s }
-admin: { listen: \"${ADMIN_ADDR}\" }
-log: { access_log: off }
-listeners:
-  - name: edge
-    listen: \"${PROXY_ADDR}\"
-    tls:
-      cert_file: ${CERT_DIR}/server.pem
-      key_file: ${CERT_DIR}/server.key
-      client_auth: { mode: required, ca_files: [\"${CERT_DIR}/root-ca.pem\"] }
-authorization_servers:
+    let y = EDGE.to_owned()
+        + "authorization_servers:
   dev:
     issuer: ${ISSUER}
     jwks_uri: ${ISSUER}/oauth/jwks
@@ -230,7 +234,7 @@ routes:
         scope: [transactions]
 ";
     let gh = Proxy::start(
-        y,
+        &y,
         &[
             ("CERT_DIR", pki.dir.display().to_string()),
             ("ISSUER", auth.issuer()),
@@ -282,18 +286,8 @@ routes:
 async fn h2_over_tls_to_the_upstream_negotiated_by_alpn() {
     let pki = TestPki::new();
     let grpc = grpc_tls_server(&pki.pki.server).await;
-    let y = "version: 1
-server: { threads: 1, grace_period: 0s, shutdown_timeout: 0s }
-admin: { listen: \"${ADMIN_ADDR}\" }
-log: { access_log: off }
-listeners:
-  - name: edge
-    listen: \"${PROXY_ADDR}\"
-    tls:
-      cert_file: ${CERT_DIR}/server.pem
-      key_file: ${CERT_DIR}/server.key
-      client_auth: { mode: required, ca_files: [\"${CERT_DIR}/root-ca.pem\"] }
-upstreams:
+    let y = EDGE.to_owned()
+        + "upstreams:
   grpc:
     peers: [\"${GRPC}\"]
     protocol: h2
@@ -307,7 +301,7 @@ routes:
       - kind: client_cert
 ";
     let gh = Proxy::start(
-        y,
+        &y,
         &[
             ("CERT_DIR", pki.dir.display().to_string()),
             ("GRPC", grpc.to_string()),

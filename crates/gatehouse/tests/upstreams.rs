@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn yaml(server_extra: &str, upstreams: &str) -> String {
+/// A plain-HTTP Gatehouse with these upstreams and routes.
+fn config(threads: u32, server_extra: &str, upstreams: &str, routes: &str) -> String {
     format!(
         "version: 1
-server: {{ threads: 2, grace_period: 0s, shutdown_timeout: 0s{server_extra} }}
+server: {{ threads: {threads}, grace_period: 0s, shutdown_timeout: 0s{server_extra} }}
 admin: {{ listen: \"${{ADMIN_ADDR}}\" }}
 log: {{ access_log: off }}
 listeners:
@@ -25,8 +26,17 @@ listeners:
 upstreams:
 {upstreams}
 routes:
-  - {{ name: pool, match: {{ path_prefix: / }}, upstream: pool }}
-"
+{routes}"
+    )
+}
+
+/// [`config`] with one route, everything to the upstream `pool`.
+fn yaml(server_extra: &str, upstreams: &str) -> String {
+    config(
+        2,
+        server_extra,
+        upstreams,
+        "  - { name: pool, match: { path_prefix: / }, upstream: pool }\n",
     )
 }
 
@@ -347,22 +357,17 @@ async fn closing_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
 async fn a_sent_request_goes_again_only_if_idempotent_and_allowed() {
     let (up, seen) = closing_upstream().await;
     let (strict_up, strict_seen) = closing_upstream().await;
-    let y = "version: 1
-server: { threads: 1, grace_period: 0s, shutdown_timeout: 0s }
-admin: { listen: \"${ADMIN_ADDR}\" }
-log: { access_log: off }
-listeners:
-  - name: plain
-    listen: \"${PROXY_ADDR}\"
-upstreams:
-  pool: { peers: [\"${UP}\"] }
-  strict: { peers: [\"${STRICT}\"], retry_idempotent: false }
-routes:
-  - { name: strict, match: { path_prefix: /strict/ }, upstream: strict }
+    let y = config(
+        1,
+        "",
+        "  pool: { peers: [\"${UP}\"] }
+  strict: { peers: [\"${STRICT}\"], retry_idempotent: false }",
+        "  - { name: strict, match: { path_prefix: /strict/ }, upstream: strict }
   - { name: pool, match: { path_prefix: / }, upstream: pool }
-";
+",
+    );
     let gh = Proxy::start(
-        y,
+        &y,
         &[("UP", up.to_string()), ("STRICT", strict_up.to_string())],
     )
     .await;
@@ -430,15 +435,10 @@ async fn http_health_checks_weights_and_consistent_hashing() {
         Upstream::start().await,
         Upstream::start().await,
     );
-    let y = "version: 1
-server: { threads: 2, grace_period: 0s, shutdown_timeout: 0s }
-admin: { listen: \"${ADMIN_ADDR}\" }
-log: { access_log: off }
-listeners:
-  - name: plain
-    listen: \"${PROXY_ADDR}\"
-upstreams:
-  weighted:
+    let y = config(
+        2,
+        "",
+        "  weighted:
     peers: [{ address: \"${A}\", weight: 3 }, \"${B}\"]
     health_check: { path: /healthz, host: api.internal, interval: 100ms, timeout: 100ms }
   picky:
@@ -447,14 +447,14 @@ upstreams:
   hashed:
     peers: [\"${A}\", \"${B}\", \"${C}\"]
     balance: consistent_hash
-    hash_on: client_ip
-routes:
-  - { name: weighted, match: { path_prefix: /w/ }, upstream: weighted }
+    hash_on: client_ip",
+        "  - { name: weighted, match: { path_prefix: /w/ }, upstream: weighted }
   - { name: picky, match: { path_prefix: /p/ }, upstream: picky }
   - { name: hashed, match: { path_prefix: /h/ }, upstream: hashed }
-";
+",
+    );
     let gh = Proxy::start(
-        y,
+        &y,
         &[
             ("A", a.addr.to_string()),
             ("B", b.addr.to_string()),
