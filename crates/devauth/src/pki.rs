@@ -112,7 +112,26 @@ pub struct Issued {
     pub chain: Vec<X509>,
 }
 
+/// The password of `partner-a.p12` (development only).
+pub const P12_PASSWORD: &str = "gatehouse";
+
 impl Issued {
+    /// PKCS#12 of the key, the certificate and its intermediates (what Postman and most
+    /// HTTP clients import), protected with `password`.
+    pub fn pkcs12(&self, name: &str, password: &str) -> Result<Vec<u8>, PkiError> {
+        let mut chain = openssl::stack::Stack::new()?;
+        for c in &self.chain {
+            chain.push(c.clone())?;
+        }
+        Ok(openssl::pkcs12::Pkcs12::builder()
+            .name(name)
+            .pkey(&self.key)
+            .cert(&self.cert)
+            .ca(chain)
+            .build2(password)?
+            .to_der()?)
+    }
+
     /// PEM of the certificate followed by its intermediates (what a TLS peer sends).
     pub fn chain_pem(&self) -> Result<Vec<u8>, PkiError> {
         let mut out = self.cert.to_pem()?;
@@ -340,6 +359,12 @@ impl Pki {
             ("server.key", self.server.key_pem()?),
             ("partner-a.pem", self.partner_a.chain_pem()?),
             ("partner-a.key", self.partner_a.key_pem()?),
+            // for Postman and other clients that import PKCS#12 (certs/gen-certs.sh makes
+            // the same file, with the same password)
+            (
+                "partner-a.p12",
+                self.partner_a.pkcs12("partner-a", P12_PASSWORD)?,
+            ),
             ("partner-b.pem", self.partner_b.chain_pem()?),
             ("partner-b.key", self.partner_b.key_pem()?),
         ];

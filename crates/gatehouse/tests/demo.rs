@@ -31,7 +31,7 @@ fn client(dir: &std::path::Path, who: Option<&str>) -> reqwest::Client {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_demo_runs_the_seed_003_flow() {
+async fn the_demo_runs_the_phantom_token_flow() {
     let dir = std::env::temp_dir().join(format!("gatehouse-demo-test-{}", std::process::id()));
     let (port, admin, auth) = (free_port(), free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
@@ -73,6 +73,16 @@ async fn the_demo_runs_the_seed_003_flow() {
     ] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
+    // the PKCS#12 the README promises Postman users: partner-a's key and certificate,
+    // password "gatehouse"
+    let p12 = openssl::pkcs12::Pkcs12::from_der(&std::fs::read(dir.join("partner-a.p12")).unwrap())
+        .unwrap()
+        .parse2("gatehouse")
+        .unwrap();
+    let pem = std::fs::read(dir.join("partner-a.pem")).unwrap();
+    let leaf = openssl::x509::X509::from_pem(&pem).unwrap();
+    assert_eq!(p12.cert.unwrap().to_der().unwrap(), leaf.to_der().unwrap());
+    assert!(p12.pkey.is_some());
     let a = client(&dir, Some("partner-a"));
     let none = client(&dir, None);
 
