@@ -325,15 +325,12 @@ impl Metrics {
             "Token cache lookups by result.",
             &["result"],
         );
-        let token_cache_entries = IntGaugeVec::new(
-            Opts::new(
-                "gatehouse_token_cache_entries",
-                "Entries in the token cache.",
-            ),
+        let token_cache_entries = gauge(
+            &r,
+            "gatehouse_token_cache_entries",
+            "Entries in the token cache.",
             &["authorization_server"],
-        )
-        .unwrap_or_else(|e| unreachable_metric("entries", e));
-        register(&r, Box::new(token_cache_entries.clone()));
+        );
         let jwks_refreshes = counter(
             &r,
             "gatehouse_jwks_refreshes_total",
@@ -352,15 +349,12 @@ impl Metrics {
             "Configuration loads by result.",
             &["result"],
         );
-        let config_info = IntGaugeVec::new(
-            Opts::new(
-                "gatehouse_config_info",
-                "The loaded configuration's SHA-256.",
-            ),
+        let config_info = gauge(
+            &r,
+            "gatehouse_config_info",
+            "The loaded configuration's SHA-256.",
             &["sha256"],
-        )
-        .unwrap_or_else(|e| unreachable_metric("config_info", e));
-        register(&r, Box::new(config_info.clone()));
+        );
         Self {
             registry: r,
             requests,
