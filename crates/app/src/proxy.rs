@@ -28,7 +28,7 @@ use gatehouse_upstream::Pick;
 use http::StatusCode;
 use pingora_core::modules::http::HttpModules;
 use pingora_core::protocols::http::HttpTask;
-use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
+use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy, Peer as _};
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
@@ -452,7 +452,7 @@ impl ProxyHttp for Chain {
             }
         };
         let (tls, sni) = match &up.tls {
-            Some((sni, _)) => (true, sni.clone()),
+            Some(t) => (true, t.sni.clone()),
             None => (false, String::new()),
         };
         let mut peer = HttpPeer::new(addr, tls, sni);
@@ -460,10 +460,8 @@ impl ProxyHttp for Chain {
         peer.options.total_connection_timeout = Some(up.connect_timeout);
         peer.options.read_timeout = Some(up.read_timeout);
         peer.options.write_timeout = Some(up.read_timeout);
-        if let Some((_, verify)) = &up.tls {
-            peer.options.verify_cert = *verify;
-            peer.options.verify_hostname = *verify;
-            peer.options.ca = up.ca.clone();
+        if let Some(t) = &up.tls {
+            t.apply(&mut peer.options);
         }
         if up.protocol != UpstreamProtocol::H1 {
             // h2 (ALPN) over TLS, h2c with prior knowledge over TCP; one connection
@@ -495,7 +493,7 @@ impl ProxyHttp for Chain {
         let Some(up) = ctx.route().map(|r| r.upstream.clone()) else {
             return e;
         };
-        if let Some(a) = pingora_core::upstreams::peer::Peer::address(peer).as_inet() {
+        if let Some(a) = peer.address().as_inet() {
             up.pool.failed(*a, Instant::now());
             ctx.tried.push(*a);
         }
@@ -526,7 +524,7 @@ impl ProxyHttp for Chain {
         let pool = ctx.route().map(|r| r.upstream.pool.clone());
         if let (Some(p), ErrorType::ReadTimedout | ErrorType::WriteTimedout) = (&pool, e.etype()) {
             // a peer that does not answer in time counts against its passive health
-            if let Some(a) = pingora_core::upstreams::peer::Peer::address(peer).as_inet() {
+            if let Some(a) = peer.address().as_inet() {
                 p.failed(*a, Instant::now());
             }
         }

@@ -17,10 +17,9 @@ use std::time::Duration;
 pub struct UpstreamRt {
     pub name: Arc<str>,
     pub pool: Arc<Pool>,
-    /// `Some(sni, verify)` for TLS to the upstream.
-    pub tls: Option<(String, bool)>,
-    /// Trust anchors for the upstream's certificate (`None`: the system's).
-    pub ca: Option<Arc<Box<[openssl::x509::X509]>>>,
+    /// TLS to the upstream: SNI, verification and trust anchors, as its health checks use
+    /// them too.
+    pub tls: Option<TlsTo>,
     /// Pingora's connection-pool key does not include the CA: this keeps pooled TLS
     /// connections of upstreams with different trust (name, CA bundle) apart.
     pub pool_key: u64,
@@ -107,43 +106,44 @@ impl Runtime {
                 None => None,
             };
             let config = (u.clone(), c.server.resolver.clone());
+            let tls = u.tls.as_ref().map(|t| TlsTo {
+                sni: t.sni.clone(),
+                verify: t.verify,
+                ca,
+            });
             let kept = previous.and_then(|p| {
                 p.upstreams
                     .iter()
-                    .find(|x| &*x.name == name.as_str() && x.config == config && x.ca == ca)
+                    .find(|x| {
+                        &*x.name == name.as_str()
+                            && x.config == config
+                            && x.tls.as_ref().map(|t| &t.ca) == tls.as_ref().map(|t| &t.ca)
+                    })
                     .map(|x| x.pool.clone())
             });
             let pool = match kept {
                 Some(pool) => pool,
-                None => {
-                    let tls = u.tls.as_ref().map(|t| TlsTo {
-                        sni: t.sni.clone(),
-                        verify: t.verify,
-                        ca: ca.clone(),
-                    });
-                    Arc::new(
-                        Pool::build(
-                            name,
-                            u,
-                            Resolver::from_config(&c.server.resolver),
-                            tls,
-                            metrics,
-                        )
-                        .map_err(at)?,
+                None => Arc::new(
+                    Pool::build(
+                        name,
+                        u,
+                        Resolver::from_config(&c.server.resolver),
+                        tls.clone(),
+                        metrics,
                     )
-                }
+                    .map_err(at)?,
+                ),
             };
             upstreams.insert(
                 name.clone(),
                 Arc::new(UpstreamRt {
                     name: name.as_str().into(),
                     pool,
-                    tls: u.tls.as_ref().map(|t| (t.sni.clone(), t.verify)),
+                    tls,
                     pool_key: crate::fingerprint(
                         name,
                         &[u.tls.as_ref().and_then(|t| t.ca_file.as_deref())],
                     ),
-                    ca,
                     protocol: u.protocol,
                     connect_timeout: u.connect_timeout.0,
                     read_timeout: u.read_timeout.0,

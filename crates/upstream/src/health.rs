@@ -11,12 +11,22 @@ use pingora_load_balancing::Backend;
 use prometheus::IntCounterVec;
 use std::sync::Arc;
 
-/// TLS towards the upstream, as its requests use it.
+/// TLS towards the upstream, as its requests and its health checks use it.
 #[derive(Clone)]
 pub struct TlsTo {
     pub sni: String,
     pub verify: bool,
+    /// Trust anchors for the upstream's certificate (`None`: the system's).
     pub ca: Option<Arc<Box<[openssl::x509::X509]>>>,
+}
+
+impl TlsTo {
+    /// Verification as configured, with the upstream's CA bundle.
+    pub fn apply(&self, o: &mut pingora_core::upstreams::peer::PeerOptions) {
+        o.verify_cert = self.verify;
+        o.verify_hostname = self.verify;
+        o.ca = self.ca.clone();
+    }
 }
 
 /// The check for one upstream.
@@ -54,9 +64,7 @@ impl Checked {
                 t.peer_template.options.connection_timeout = Some(timeout);
                 t.peer_template.options.total_connection_timeout = Some(timeout);
                 if let Some(tls) = tls {
-                    t.peer_template.options.verify_cert = tls.verify;
-                    t.peer_template.options.verify_hostname = tls.verify;
-                    t.peer_template.options.ca = tls.ca.clone();
+                    tls.apply(&mut t.peer_template.options);
                 }
                 t
             }
@@ -84,10 +92,7 @@ impl Checked {
                 o.write_timeout = Some(timeout);
                 if let Some(tls) = tls {
                     h.peer_template.sni = tls.sni.clone();
-                    let o = &mut h.peer_template.options;
-                    o.verify_cert = tls.verify;
-                    o.verify_hostname = tls.verify;
-                    o.ca = tls.ca.clone();
+                    tls.apply(&mut h.peer_template.options);
                 }
                 if protocol != UpstreamProtocol::H1 {
                     h.peer_template.options.set_http_version(2, 2);
