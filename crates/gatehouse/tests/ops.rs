@@ -34,8 +34,8 @@ routes:
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reload_under_load_loses_no_request() {
+/// A test PKI, the two upstreams `yaml()` names, and the variables that fill it in.
+async fn setup() -> (TestPki, Upstream, Upstream, [(&'static str, String); 3]) {
     let pki = TestPki::new();
     let (ua, ub) = (Upstream::start().await, Upstream::start().await);
     let vars = [
@@ -43,6 +43,12 @@ async fn reload_under_load_loses_no_request() {
         ("UP_A", ua.addr.to_string()),
         ("UP_B", ub.addr.to_string()),
     ];
+    (pki, ua, ub, vars)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_under_load_loses_no_request() {
+    let (pki, ua, ub, vars) = setup().await;
     let gh = Proxy::start(&yaml("a", ""), &vars).await;
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -91,13 +97,7 @@ async fn reload_under_load_loses_no_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_reload_changes_nothing() {
-    let pki = TestPki::new();
-    let (ua, ub) = (Upstream::start().await, Upstream::start().await);
-    let vars = [
-        ("CERT_DIR", pki.dir.display().to_string()),
-        ("UP_A", ua.addr.to_string()),
-        ("UP_B", ub.addr.to_string()),
-    ];
+    let (pki, ua, ub, vars) = setup().await;
     let gh = Proxy::start(&yaml("a", ""), &vars).await;
     let before = gh.metrics().await;
     let hash = before
@@ -138,13 +138,7 @@ async fn a_broken_reload_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reload_replaces_the_server_certificate_and_trust() {
-    let pki = TestPki::new();
-    let (ua, ub) = (Upstream::start().await, Upstream::start().await);
-    let vars = [
-        ("CERT_DIR", pki.dir.display().to_string()),
-        ("UP_A", ua.addr.to_string()),
-        ("UP_B", ub.addr.to_string()),
-    ];
+    let (pki, _ua, _ub, vars) = setup().await;
     let gh = Proxy::start(&yaml("a", ""), &vars).await;
     let (addr, root) = (gh.addr, pki.pki.root.clone());
     let first = tokio::task::spawn_blocking(move || gatehouse_testkit::peer_cert(addr, &root))
@@ -194,13 +188,7 @@ async fn reload_replaces_the_server_certificate_and_trust() {
 /// new certificate is served without a SIGHUP, and a broken file changes nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotated_certificate_file_is_picked_up_without_a_signal() {
-    let pki = TestPki::new();
-    let (ua, ub) = (Upstream::start().await, Upstream::start().await);
-    let vars = [
-        ("CERT_DIR", pki.dir.display().to_string()),
-        ("UP_A", ua.addr.to_string()),
-        ("UP_B", ub.addr.to_string()),
-    ];
+    let (pki, _ua, _ub, vars) = setup().await;
     let y = yaml("a", "").replace(
         "server: { threads: 2,",
         "server: { file_watch_interval: 100ms, threads: 2,",
@@ -527,13 +515,7 @@ async fn a_second_gatehouse_on_taken_addresses_fails_to_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_pass_promtool_check() {
-    let pki = TestPki::new();
-    let (ua, ub) = (Upstream::start().await, Upstream::start().await);
-    let vars = [
-        ("CERT_DIR", pki.dir.display().to_string()),
-        ("UP_A", ua.addr.to_string()),
-        ("UP_B", ub.addr.to_string()),
-    ];
+    let (pki, _ua, _ub, vars) = setup().await;
     let gh = Proxy::start(&yaml("a", ""), &vars).await;
     // produce a few series of every kind
     let c = pki.client(Some(&pki.pki.partner_a));
