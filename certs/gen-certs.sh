@@ -46,8 +46,10 @@ for n in server partner-a partner-b; do
 done
 openssl pkcs12 -export -in partner-a.pem -inkey partner-a.key -certfile root-ca.pem \
   -name partner-a -passout "pass:$P12_PASS" -out partner-a.p12
+# the key Gatehouse signs the upstream's JWTs with (token_signing; never leaves Gatehouse)
+[ -f gatehouse-signing.key ] || openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out gatehouse-signing.key
 rm -f ./*.srl
-echo "dev PKI in $(pwd): root-ca.pem, intermediate-ca.pem, server.pem/.key, partner-{a,b}.pem/.key, partner-a.p12 (password: $P12_PASS)"
+echo "dev PKI in $(pwd): root-ca.pem, intermediate-ca.pem, server.pem/.key, partner-{a,b}.pem/.key, partner-a.p12 (password: $P12_PASS), gatehouse-signing.key"
 for n in partner-a partner-b; do
   printf '%s SHA-256 thumbprint: ' "$n"; openssl x509 -in "$n.crt" -noout -fingerprint -sha256 | cut -d= -f2
 done

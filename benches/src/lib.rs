@@ -62,7 +62,10 @@ pub fn entry(x5t: &str, i: u64, full_claims: bool) -> CachedToken {
 
 /// The cache key of a token (for routes forwarding the authorization server's JWT).
 pub fn key(token: &str) -> [u8; 32] {
-    gatehouse_phantom::cache_key(token, gatehouse_config::ForwardJwt::AsIssued)
+    gatehouse_phantom::cache_key(
+        token,
+        &gatehouse_phantom::Forward::new(gatehouse_config::ForwardJwt::AsIssued, None),
+    )
 }
 
 /// An authorization server whose cache already holds `tokens` (introspection is never

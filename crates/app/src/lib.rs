@@ -333,9 +333,14 @@ impl FilterFactory {
             .map_err(|e| e.to_string()),
             FilterConfig::PhantomToken(p) => {
                 let server = self.auth_server(c, &p.authorization_server, metrics)?;
+                let accept = c
+                    .authorization_servers
+                    .get(&p.authorization_server)
+                    .and_then(|a| a.introspection.as_ref())
+                    .map(|i| i.accept);
                 Ok(Box::new(gatehouse_phantom::PhantomTokenFilter::new(
                     server,
-                    p.forward_jwt,
+                    gatehouse_phantom::Forward::new(p.forward(accept), p.audience.as_deref()),
                     self.max_authorization_header,
                 )))
             }
@@ -429,6 +434,9 @@ impl Gatehouse {
         upgrade: bool,
     ) -> Result<Self, BuildError> {
         let c = &loaded.config;
+        for w in &loaded.warnings {
+            tracing::warn!("configuration: {w}");
+        }
         let metrics = Metrics::new();
         metrics.set_config_hash(&loaded.hash);
         metrics.config_reloads.with_label_values(&["success"]).inc();

@@ -181,6 +181,9 @@ impl Reloader {
             .ok_or_else(|| vec!["this instance was not started from a file".to_owned()])?;
         let loaded = gatehouse_config::load_file(path)
             .map_err(|e| e.0.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
+        for w in &loaded.warnings {
+            tracing::warn!("configuration: {w}");
+        }
         let c = &loaded.config;
         if shapes(c) != self.listeners || c.admin.as_ref().map(|a| a.listen) != self.admin {
             return Err(vec![

@@ -62,6 +62,8 @@ pub struct Loaded {
     pub config: Config,
     /// Hex SHA-256 of the file's bytes (exported as an info metric).
     pub hash: String,
+    /// Valid, but worth a second look (`check` prints them; `run` logs them).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// Read, expand, parse and validate a file.
@@ -89,20 +91,26 @@ pub fn load_str_with_env(
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
     let expanded = env::expand(text, env).map_err(env_errors)?;
     let config: Config = parse(&expanded)?;
+    let located = |problems: Vec<(String, String)>| -> Vec<ConfigError> {
+        problems
+            .into_iter()
+            .map(|(path, message)| ConfigError {
+                line: locate::line_of(&expanded, &path),
+                path,
+                message,
+            })
+            .collect()
+    };
     let problems = validate::validate(&config);
     if problems.is_empty() {
-        Ok(Loaded { config, hash })
+        let warnings = located(validate::warnings(&config));
+        Ok(Loaded {
+            config,
+            hash,
+            warnings,
+        })
     } else {
-        Err(ConfigErrors(
-            problems
-                .into_iter()
-                .map(|(path, message)| ConfigError {
-                    line: locate::line_of(&expanded, &path),
-                    path,
-                    message,
-                })
-                .collect(),
-        ))
+        Err(ConfigErrors(located(problems)))
     }
 }
 

@@ -865,15 +865,20 @@ pub struct CertForward {
     pub header: Option<String>,
 }
 
-/// Which JWT the phantom-token filter forwards.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+/// Which JWT the phantom-token filter forwards upstream.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum ForwardJwt {
-    /// The JWT from the introspection response.
-    #[default]
+    /// The authorization server's own JWT access token: the body of an `application/jwt`
+    /// introspection response (`accept: jwt`, Curity's phantom token).
     AsIssued,
-    /// A JWT Gatehouse signs from the introspection claims (`token_signing`).
+    /// An RFC 9068 access token (`typ: at+jwt`) Gatehouse signs from the introspected
+    /// claims with `token_signing`'s key, `aud` = the route's `audience`.
     SignedByGatehouse,
+    /// The RFC 9701 introspection response JWT itself (`typ: token-introspection+jwt`,
+    /// `aud` = Gatehouse's client id, claims under `token_introspection`). Not an access
+    /// token: an explicit opt-in for APIs that already read it; `check` warns.
+    IntrospectionResponse,
 }
 
 /// The `phantom_token` filter.
@@ -881,8 +886,21 @@ pub enum ForwardJwt {
 #[serde(deny_unknown_fields)]
 pub struct PhantomTokenFilter {
     pub authorization_server: String,
-    #[serde(default)]
-    pub forward_jwt: ForwardJwt,
+    /// Absent: `as_issued` when the authorization server answers `accept: jwt`,
+    /// `signed_by_gatehouse` otherwise ([`PhantomTokenFilter::forward`]).
+    pub forward_jwt: Option<ForwardJwt>,
+    /// `aud` of the JWT Gatehouse signs for this route's API (`signed_by_gatehouse`).
+    pub audience: Option<String>,
+}
+
+impl PhantomTokenFilter {
+    /// What this route forwards, given its authorization server's introspection format.
+    pub fn forward(&self, accept: Option<IntrospectionFormat>) -> ForwardJwt {
+        self.forward_jwt.unwrap_or(match accept {
+            Some(IntrospectionFormat::Jwt) => ForwardJwt::AsIssued,
+            _ => ForwardJwt::SignedByGatehouse,
+        })
+    }
 }
 
 /// The `jwt` filter (JWT access tokens verified locally).

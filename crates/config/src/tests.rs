@@ -385,3 +385,108 @@ fn syntax_errors_name_no_bogus_path_and_tabs_are_named() {
     let shown = errs[0].to_string();
     assert_eq!(shown.matches("routes[0].filters[0]").count(), 1, "{shown}");
 }
+
+/// The token the API receives: an authorization server's own JWT only from an
+/// `application/jwt` introspection, an RFC 9068 token Gatehouse signs (with an audience)
+/// otherwise, and an RFC 9701 introspection response only when asked for, with a warning.
+#[test]
+fn the_upstream_token_contract_is_checked() {
+    // any regular file stands in for the secret and the key: nothing here reads them
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let with = |accept: &str, filter: &str, top: &str| {
+        MINIMAL
+            .replace(
+                "upstreams:",
+                &format!(
+                    "{top}authorization_servers:\n  as:\n    issuer: https://as.example\n    jwks_uri: https://as.example/jwks\n    introspection:\n      url: https://as.example/introspect\n      accept: {accept}\n      client_auth: {{ method: client_secret_basic, client_id: gh, client_secret_file: {file} }}\nupstreams:"
+                ),
+            )
+            .replace(
+                "    upstream: app",
+                &format!("    upstream: app\n    filters:\n      - kind: phantom_token\n        authorization_server: as\n{filter}"),
+            )
+    };
+    let signing = format!("token_signing: {{ key_file: {file}, key_id: k, issuer: https://gh }}\n");
+    let messages = |text: &str| {
+        errors(text)
+            .into_iter()
+            .map(|e| format!("{} (line {:?}): {}", e.path, e.line, e.message))
+            .collect::<Vec<_>>()
+    };
+    // RFC 9701 and no forward_jwt: Gatehouse signs, so it needs a key and an audience
+    let errs = messages(&with("token-introspection+jwt", "", ""));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("routes[0].filters[0].forward_jwt")
+                && e.contains("needs token_signing")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("routes[0].filters[0].audience") && e.contains("required")),
+        "{errs:#?}"
+    );
+    let ok = with(
+        "token-introspection+jwt",
+        "        audience: https://api.example\n",
+        &signing,
+    );
+    let loaded = load_str_with_env(&ok, env_none).map_err(|e| e.to_string());
+    let Ok(loaded) = loaded else {
+        panic!("{loaded:?}")
+    };
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let FilterConfig::PhantomToken(pt) = &loaded.config.routes[0].filters[0] else {
+        panic!("not a phantom_token filter")
+    };
+    assert_eq!(
+        pt.forward(Some(IntrospectionFormat::TokenIntrospectionJwt)),
+        ForwardJwt::SignedByGatehouse
+    );
+    // an introspection response is not an access token
+    let errs = messages(&with(
+        "token-introspection+jwt",
+        "        forward_jwt: as_issued\n",
+        "",
+    ));
+    assert!(
+        errs.iter().any(
+            |e| e.starts_with("routes[0].filters[0].forward_jwt (line Some(")
+                && e.contains("not an access token")
+        ),
+        "{errs:#?}"
+    );
+    // ...unless asked for, knowingly: valid, with a warning naming the path and line
+    let text = with(
+        "token-introspection+jwt",
+        "        forward_jwt: introspection_response\n",
+        "",
+    );
+    let loaded = load_str_with_env(&text, env_none).map_err(|e| e.to_string());
+    let Ok(loaded) = loaded else {
+        panic!("{loaded:?}")
+    };
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    assert_eq!(loaded.warnings[0].path, "routes[0].filters[0].forward_jwt");
+    assert!(loaded.warnings[0].line.is_some());
+    assert!(loaded.warnings[0].message.contains("not an access token"));
+    // Curity-style application/jwt: the body is the access token, forwarded as issued by
+    // default; an audience there would be ignored, so it is refused
+    assert!(errors(&with("jwt", "", "")).is_empty());
+    let errs = messages(&with("jwt", "        audience: https://api.example\n", ""));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("routes[0].filters[0].audience") && e.contains("only")),
+        "{errs:#?}"
+    );
+    let errs = messages(&with(
+        "json",
+        "        forward_jwt: introspection_response\n",
+        "",
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("needs accept: token-introspection+jwt")),
+        "{errs:#?}"
+    );
+}

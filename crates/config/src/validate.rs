@@ -499,35 +499,67 @@ fn validate_filters(p: &mut Problems, c: &Config, i: usize, r: &Route) {
             }
             FilterConfig::PhantomToken(pt) => {
                 seen_token = true;
-                match c.authorization_servers.get(&pt.authorization_server) {
-                    None => p.push((
-                        format!("{at}.authorization_server"),
-                        format!("unknown authorization server {:?}", pt.authorization_server),
-                    )),
-                    Some(a) if a.introspection.is_none() => p.push((
-                        format!("{at}.authorization_server"),
-                        format!(
-                            "{:?} has no introspection endpoint",
-                            pt.authorization_server
-                        ),
-                    )),
-                    Some(a) => {
-                        let json = a
-                            .introspection
-                            .as_ref()
-                            .is_some_and(|i| i.accept == IntrospectionFormat::Json);
-                        if pt.forward_jwt == ForwardJwt::AsIssued && json {
-                            p.push((
-                                format!("{at}.forward_jwt"),
-                                "a JSON introspection response has no JWT to forward: use signed_by_gatehouse".into(),
-                            ));
-                        }
+                let accept = match c.authorization_servers.get(&pt.authorization_server) {
+                    None => {
+                        p.push((
+                            format!("{at}.authorization_server"),
+                            format!("unknown authorization server {:?}", pt.authorization_server),
+                        ));
+                        None
                     }
+                    Some(a) => match &a.introspection {
+                        None => {
+                            p.push((
+                                format!("{at}.authorization_server"),
+                                format!(
+                                    "{:?} has no introspection endpoint",
+                                    pt.authorization_server
+                                ),
+                            ));
+                            None
+                        }
+                        Some(i) => Some(i.accept),
+                    },
+                };
+                let forward = pt.forward(accept);
+                let mismatch = match (forward, accept) {
+                    (ForwardJwt::AsIssued, Some(IntrospectionFormat::TokenIntrospectionJwt)) => Some(
+                        "an RFC 9701 introspection response is not an access token: use signed_by_gatehouse (an RFC 9068 token for the API) or, knowingly, introspection_response",
+                    ),
+                    (ForwardJwt::AsIssued, Some(IntrospectionFormat::Json)) => Some(
+                        "a JSON introspection response has no JWT to forward: use signed_by_gatehouse",
+                    ),
+                    (ForwardJwt::IntrospectionResponse, Some(a))
+                        if a != IntrospectionFormat::TokenIntrospectionJwt =>
+                    {
+                        Some("introspection_response needs accept: token-introspection+jwt")
+                    }
+                    _ => None,
+                };
+                if let Some(m) = mismatch {
+                    p.push((format!("{at}.forward_jwt"), m.into()));
                 }
-                if pt.forward_jwt == ForwardJwt::SignedByGatehouse && c.token_signing.is_none() {
+                if forward == ForwardJwt::SignedByGatehouse {
+                    if c.token_signing.is_none() {
+                        p.push((
+                            format!("{at}.forward_jwt"),
+                            "signed_by_gatehouse needs token_signing (the key Gatehouse signs the upstream JWT with)".into(),
+                        ));
+                    }
+                    match pt.audience.as_deref() {
+                        None => p.push((
+                            format!("{at}.audience"),
+                            "required with signed_by_gatehouse: the aud of the JWT the API receives (its identifier, e.g. https://api.example.com)".into(),
+                        )),
+                        Some(a) if a.trim().is_empty() => {
+                            p.push((format!("{at}.audience"), "must not be empty".into()))
+                        }
+                        _ => {}
+                    }
+                } else if pt.audience.is_some() {
                     p.push((
-                        format!("{at}.forward_jwt"),
-                        "signed_by_gatehouse needs token_signing".into(),
+                        format!("{at}.audience"),
+                        "only signed_by_gatehouse sets an audience (the authorization server's JWT carries its own)".into(),
                     ));
                 }
             }
@@ -652,4 +684,23 @@ pub fn parse_nameserver(s: &str) -> Option<std::net::SocketAddr> {
         return Some(std::net::SocketAddr::new(ip, 53));
     }
     s.parse().ok()
+}
+
+/// What is valid but deserves a second look (printed by `check`, logged at start and
+/// reload), as (field path, message).
+pub fn warnings(c: &Config) -> Problems {
+    let mut w = Problems::new();
+    for (ri, r) in c.routes.iter().enumerate() {
+        for (fi, f) in r.filters.iter().enumerate() {
+            if let FilterConfig::PhantomToken(pt) = f {
+                if pt.forward_jwt == Some(ForwardJwt::IntrospectionResponse) {
+                    w.push((
+                        format!("routes[{ri}].filters[{fi}].forward_jwt"),
+                        "the upstream receives the RFC 9701 introspection response as its bearer token: it is not an access token (aud is Gatehouse's client id, the claims sit under token_introspection); prefer signed_by_gatehouse".into(),
+                    ));
+                }
+            }
+        }
+    }
+    w
 }

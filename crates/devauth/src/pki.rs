@@ -157,6 +157,23 @@ impl Issued {
     }
 }
 
+/// The file name of the key Gatehouse signs upstream JWTs with (`token_signing`).
+pub const SIGNING_KEY_FILE: &str = "gatehouse-signing.key";
+
+/// Write a fresh EC P-256 signing key (PKCS#8 PEM) to `dir/gatehouse-signing.key` unless
+/// one is there: the demo's and the tests' `token_signing.key_file`.
+pub fn ensure_signing_key(dir: &Path) -> Result<(), PkiError> {
+    let path = dir.join(SIGNING_KEY_FILE);
+    if path.is_file() {
+        return Ok(());
+    }
+    let pem = new_key(KeyKind::EcP256)?.private_key_to_pem_pkcs8()?;
+    std::fs::write(&path, pem).map_err(|source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 fn new_key(kind: KeyKind) -> Result<PKey<Private>, PkiError> {
     Ok(match kind {
         KeyKind::EcP256 => {
@@ -344,7 +361,8 @@ impl Pki {
     }
 
     /// Write the demo contract's files to `dir`: `root-ca.pem`/`.key`, `server.pem`/`.key`
-    /// (chain), `partner-a.pem`/`.key`, `partner-b.pem`/`.key` (leaf + intermediate).
+    /// (chain), `partner-a.pem`/`.key`, `partner-b.pem`/`.key` (leaf + intermediate), and
+    /// Gatehouse's JWT signing key `gatehouse-signing.key` when there is none.
     pub fn write(&self, dir: &Path) -> Result<(), PkiError> {
         std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
             path: dir.display().to_string(),
@@ -375,7 +393,7 @@ impl Pki {
                 source,
             })?;
         }
-        Ok(())
+        ensure_signing_key(dir)
     }
 
     /// Read a PKI written by [`Pki::write`].

@@ -48,6 +48,13 @@ pub fn run(args: DemoArgs) -> ExitCode {
         }
     };
     let dir = std::fs::canonicalize(&args.dir).unwrap_or(args.dir.clone());
+    // a PKI written by an older demo has no signing key yet
+    if let Err(e) = gatehouse_devauth::pki::ensure_signing_key(&dir) {
+        return fail(format!(
+            "cannot write the signing key in {}: {e}",
+            dir.display()
+        ));
+    }
     if let Err(e) = std::fs::write(dir.join("gateway-secret"), GATEWAY_SECRET) {
         return fail(format!(
             "cannot write {}/gateway-secret: {e}",

@@ -266,6 +266,9 @@ fn main() -> ExitCode {
         Cmd::Check { config } => match gatehouse_config::load_file(&config) {
             Ok(loaded) => match gatehouse_app::Gatehouse::build(&loaded) {
                 Ok(_) => {
+                    for w in &loaded.warnings {
+                        eprintln!("{}: warning: {w}", config.display());
+                    }
                     warn_on_expiring_server_certificates(&loaded.config);
                     println!("{}: ok", config.display());
                     ExitCode::SUCCESS

@@ -39,6 +39,7 @@ authorization_servers:
     issuer: https://issuer.example
     jwks_file: ${CERT_DIR}/local-jwks.json
     algorithms: [ES256, RS256]
+token_signing: { key_file: ${CERT_DIR}/gatehouse-signing.key, key_id: gh, issuer: https://gatehouse.test }
 upstreams:
   app: { peers: [\"${UP}\"] }
 routes:
@@ -49,6 +50,7 @@ routes:
       - kind: client_cert
       - kind: phantom_token
         authorization_server: dev
+        audience: https://api.test
       - kind: cert_bound_token
       - kind: claims
         scope: [transactions]
@@ -60,6 +62,7 @@ routes:
       - kind: client_cert
       - kind: phantom_token
         authorization_server: dev
+        audience: https://api.test
       - kind: cert_bound_token
       - kind: claims
         scope: [admin]

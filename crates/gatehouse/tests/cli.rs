@@ -252,3 +252,52 @@ fn check_warns_about_an_expired_or_expiring_server_certificate() {
     assert_eq!(code, 0, "{text}");
     assert!(!text.contains("warning"), "{text}");
 }
+
+/// Forwarding an RFC 9701 introspection response as the upstream's bearer token: refused
+/// when written `as_issued`, accepted with a warning (path and line) when asked for by name.
+#[test]
+fn check_refuses_an_introspection_response_as_access_token_and_warns_when_opted_in() {
+    let pki = gatehouse_testkit::TestPki::new();
+    std::fs::write(pki.dir.join("gateway-secret"), "x").unwrap();
+    let config = |forward: &str| {
+        format!(
+            "version: 1
+listeners: [ {{ name: a, listen: 127.0.0.1:1 }} ]
+authorization_servers:
+  as:
+    issuer: https://as.example
+    jwks_uri: https://as.example/jwks
+    introspection:
+      url: https://as.example/introspect
+      accept: token-introspection+jwt
+      client_auth: {{ method: client_secret_basic, client_id: gh, client_secret_file: {}/gateway-secret }}
+upstreams: {{ app: {{ peers: [127.0.0.1:2] }} }}
+routes:
+  - name: api
+    upstream: app
+    filters:
+      - kind: phantom_token
+        authorization_server: as
+        forward_jwt: {forward}
+",
+            pki.dir.display()
+        )
+    };
+    let file = pki.dir.join("forward.yaml");
+    std::fs::write(&file, config("as_issued")).unwrap();
+    let (code, text) = check(&file, &[]);
+    assert_eq!(code, 64, "{text}");
+    assert!(
+        text.contains("routes[0].filters[0].forward_jwt (line 18)")
+            && text.contains("not an access token"),
+        "{text}"
+    );
+    std::fs::write(&file, config("introspection_response")).unwrap();
+    let (code, text) = check(&file, &[]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("warning: routes[0].filters[0].forward_jwt (line 18)"),
+        "{text}"
+    );
+    assert_eq!(text.matches("warning").count(), 1, "printed once: {text}");
+}

@@ -1,4 +1,4 @@
-//! `gatehouse demo` as users run it: the real binary, its PKI contract, and the seed 003
+//! `gatehouse demo` as users run it: the real binary, its PKI contract, and the phantom-token
 //! flow through it (ports overridden to free ones).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -103,7 +103,8 @@ async fn the_demo_runs_the_phantom_token_flow() {
     assert_eq!(res.status(), 403);
     assert_eq!(json(res).await["error"], "client_certificate_required");
 
-    // seed 003: token with the cert, call the API, the upstream sees a JWT with cnf
+    // the phantom-token flow: token with the cert, call the API; the upstream sees an
+    // RFC 9068 token Gatehouse signed for it, with cnf
     let res = a
         .post(format!("https://localhost:{auth}/oauth/token"))
         .form(&[("grant_type", "client_credentials")])
@@ -127,10 +128,11 @@ async fn the_demo_runs_the_phantom_token_flow() {
         .unwrap()
         .to_owned();
     assert_ne!(jwt, token);
-    assert_eq!(
-        jwt_payload(&jwt)["token_introspection"]["client_id"],
-        "partner-a"
-    );
+    let claims = jwt_payload(&jwt);
+    assert_eq!(claims["client_id"], "partner-a");
+    assert_eq!(claims["aud"], "https://api.demo");
+    assert_eq!(claims["iss"], "https://gatehouse.demo");
+    assert!(claims["cnf"]["x5t#S256"].is_string(), "{claims}");
     assert_eq!(headers["x-client-id"], "partner-a");
     let b = client(&dir, Some("partner-b"));
     let res = b

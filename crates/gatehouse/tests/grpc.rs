@@ -229,7 +229,7 @@ routes:
       - kind: client_cert
       - kind: phantom_token
         authorization_server: dev
-        forward_jwt: as_issued
+        forward_jwt: introspection_response
       - kind: claims
         scope: [transactions]
 ";

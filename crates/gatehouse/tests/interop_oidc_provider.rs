@@ -131,6 +131,7 @@ routes:
       - kind: client_cert
       - kind: phantom_token
         authorization_server: op
+        forward_jwt: introspection_response   # the RFC 9701 answer itself, checked below
       - kind: cert_bound_token
       - kind: claims
         scope: [transactions]
@@ -307,4 +308,93 @@ async fn oidc_provider_opaque_tokens_jwt_tokens_and_revocation() {
             .await
             >= 1.0
     );
+}
+
+/// The oidc-provider guide in `conf/authorization-servers.yaml`, run as written (addresses
+/// swapped for the test's, and the test CA trusted): partner-a's opaque token reaches the
+/// API as an RFC 9068 token Gatehouse signs for the route's audience, verifiable with
+/// Gatehouse's JWKS, and the same token on partner-b's connection is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_oidc_provider_guide_in_conf_works_with_oidc_provider() {
+    let pki = TestPki::new();
+    let provider = start_provider(&pki);
+    let up = Upstream::start().await;
+    std::fs::write(pki.path("gateway-secret"), "interop-gateway-secret").unwrap();
+    let guide = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../conf/authorization-servers.yaml"),
+    )
+    .unwrap();
+    // each swap must find its text: a guide that changed shape fails here, not silently
+    let mut config = guide;
+    for (from, to) in [
+        (
+            "version: 1\n",
+            "version: 1\nadmin: { listen: \"${ADMIN_ADDR}\" }\n",
+        ),
+        ("listen: 127.0.0.1:8443", "listen: \"${PROXY_ADDR}\""),
+        (
+            "  oidc_provider:\n",
+            "  oidc_provider:\n    ca_file: ${CERT_DIR}/root-ca.pem\n",
+        ),
+        ("https://op.example.com", "${ISSUER}"),
+        ("api.internal:8080", "${UP}"),
+    ] {
+        assert!(config.contains(from), "the guide no longer has {from:?}");
+        config = config.replace(from, to);
+    }
+    let vars = [
+        ("CERT_DIR", pki.dir.display().to_string()),
+        ("UP", up.addr.to_string()),
+        ("ISSUER", provider.issuer.clone()),
+    ];
+    let gh = Proxy::start(&config, &vars).await;
+    let a = pki.client(Some(&pki.pki.partner_a));
+    let opaque = token(&pki, &provider, &pki.pki.partner_a, "partner-a", None).await;
+    let res = a
+        .get(gh.url("/oidc-provider/x"))
+        .bearer_auth(&opaque)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let auth = up.last().unwrap().headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let jwt = auth.strip_prefix("Bearer ").unwrap();
+    // what the README tells the API team to check
+    let header = jsonwebtoken::decode_header(jwt).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(header.kid.as_deref(), Some("gatehouse-1"));
+    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(format!("http://{}/jwks", gh.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find("gatehouse-1").unwrap()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_issuer(&["https://gatehouse.example.com"]);
+    v.set_audience(&["https://transactions-api.example"]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &v)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["client_id"], "partner-a");
+    assert_eq!(claims["sub"], "partner-a");
+    assert_eq!(claims["scope"], "transactions");
+    assert_eq!(
+        claims["cnf"]["x5t#S256"],
+        B64.encode(Sha256::digest(pki.pki.partner_a.der()))
+    );
+    assert!(claims["jti"].is_string() && claims.get("token_introspection").is_none());
+    // the same token on partner-b's connection: the binding holds
+    let b = pki.client(Some(&pki.pki.partner_b));
+    let res = b
+        .get(gh.url("/oidc-provider/x"))
+        .bearer_auth(&opaque)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
 }

@@ -76,6 +76,8 @@ routes:
 const BASIC: &str =
     "{ method: client_secret_basic, client_id: gateway, client_secret_env: GH_TEST_SECRET }";
 const CACHE: &str = "{ max_ttl: 60s, negative_ttl: 1s }";
+/// `forward_jwt` (and the audience that goes with it) of an RFC 9068 token for the API.
+const SIGNED_FOR_API: &str = "signed_by_gatehouse\n        audience: https://api.test";
 
 async fn start(s: &Setup, yaml: &str, vars: &[(&str, String)]) -> Proxy {
     // SAFETY of env: every test uses the same value
@@ -101,11 +103,17 @@ fn x5t(der: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn rfc9701_response_is_verified_and_forwarded_as_the_upstream_jwt() {
+async fn rfc9701_response_is_verified_and_forwarded_only_when_asked_for() {
     let s = setup(vec![]).await;
     let gh = start(
         &s,
-        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, ""),
+        &yaml(
+            "token-introspection+jwt",
+            BASIC,
+            "introspection_response",
+            CACHE,
+            "",
+        ),
         &[],
     )
     .await;
@@ -189,12 +197,7 @@ async fn application_jwt_and_json_with_gatehouse_signed_jwt() {
     let key_path = s.pki.path("gatehouse-signing.key");
     std::fs::write(&key_path, key).unwrap();
     let top = format!("token_signing: {{ key_file: {key_path}, key_id: gh1, issuer: https://gatehouse.internal }}");
-    let gh = start(
-        &s,
-        &yaml("json", BASIC, "signed_by_gatehouse", CACHE, &top),
-        &[],
-    )
-    .await;
+    let gh = start(&s, &yaml("json", BASIC, SIGNED_FOR_API, CACHE, &top), &[]).await;
     assert_eq!(
         c.get(gh.url("/api/x"))
             .bearer_auth(&token)
@@ -210,9 +213,30 @@ async fn application_jwt_and_json_with_gatehouse_signed_jwt() {
         .to_owned();
     let jwt = auth.strip_prefix("Bearer ").unwrap();
     let claims = jwt_payload(jwt);
+    // RFC 9068: typ at+jwt; iss, aud (the route's), exp, iat, jti, sub, client_id
+    let header = jsonwebtoken::decode_header(jwt).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(header.kid.as_deref(), Some("gh1"));
     assert_eq!(claims["iss"], "https://gatehouse.internal");
+    assert_eq!(claims["aud"], "https://api.test");
     assert_eq!(claims["client_id"], "partner-a");
+    assert_eq!(
+        claims["sub"], "partner-a",
+        "client credentials: sub is the client"
+    );
+    assert_eq!(claims["scope"], "transactions");
+    assert_eq!(claims["cnf"]["x5t#S256"], x5t(&s.pki.pki.partner_a.der()));
+    assert!(
+        claims["jti"].as_str().is_some_and(|j| j.len() >= 22),
+        "{claims}"
+    );
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    assert!(iat < exp && exp - iat <= 300, "{claims}");
     assert!(claims.get("active").is_none());
+    assert!(claims.get("token_type").is_none());
     let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(format!("http://{}/jwks", gh.admin))
         .await
         .unwrap()
@@ -220,9 +244,11 @@ async fn application_jwt_and_json_with_gatehouse_signed_jwt() {
         .await
         .unwrap();
     let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find("gh1").unwrap()).unwrap();
+    // what the README tells an API to check
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     v.set_issuer(&["https://gatehouse.internal"]);
-    v.validate_aud = false;
+    v.set_audience(&["https://api.test"]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     assert!(
         jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &v).is_ok(),
         "upstream JWT verifies with Gatehouse's JWKS"
@@ -230,7 +256,7 @@ async fn application_jwt_and_json_with_gatehouse_signed_jwt() {
 
     // key rotation by reload: /jwks publishes the new key, which verifies the new JWTs
     std::fs::write(&key_path, s.pki.pki.partner_a.key_pem().unwrap()).unwrap();
-    gh.reload_with(&yaml("json", BASIC, "signed_by_gatehouse", CACHE, &top))
+    gh.reload_with(&yaml("json", BASIC, SIGNED_FOR_API, CACHE, &top))
         .unwrap();
     let token2 = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
     let res = c
@@ -265,21 +291,44 @@ async fn routes_forwarding_different_jwts_from_one_authorization_server_each_get
     let key_path = s.pki.path("gatehouse-signing.key");
     std::fs::write(&key_path, s.pki.pki.partner_b.key_pem().unwrap()).unwrap();
     let top = format!("token_signing: {{ key_file: {key_path}, key_id: gh1, issuer: https://gatehouse.internal }}");
-    let config = yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, &top)
-        + "  - name: signed
+    // /signed/ and /other/ leave forward_jwt out: for an RFC 9701 server that means an
+    // RFC 9068 token Gatehouse signs, each for its route's API
+    let config = yaml(
+        "token-introspection+jwt",
+        BASIC,
+        "introspection_response",
+        CACHE,
+        &top,
+    ) + "  - name: signed
     match: { path_prefix: /signed/ }
     upstream: app
     filters:
       - kind: client_cert
       - kind: phantom_token
         authorization_server: dev
-        forward_jwt: signed_by_gatehouse
+        audience: https://api.test
+  - name: other
+    match: { path_prefix: /other/ }
+    upstream: app
+    filters:
+      - kind: client_cert
+      - kind: phantom_token
+        authorization_server: dev
+        audience: https://other.test
 ";
     let gh = start(&s, &config, &[]).await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
     let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
     // both orders, twice: each route forwards its own kind of JWT, from the cache too
-    for path in ["/api/x", "/signed/x", "/signed/x", "/api/x"] {
+    let mut jtis = std::collections::HashMap::new();
+    for path in [
+        "/api/x",
+        "/signed/x",
+        "/other/x",
+        "/signed/x",
+        "/api/x",
+        "/other/x",
+    ] {
         let res = c
             .get(gh.url(path))
             .bearer_auth(&token)
@@ -293,16 +342,32 @@ async fn routes_forwarding_different_jwts_from_one_authorization_server_each_get
             .to_owned();
         let claims = jwt_payload(auth.strip_prefix("Bearer ").unwrap());
         // the AS's RFC 9701 response nests the claims; Gatehouse's JWT carries them flat
-        let (iss, inner) = if path.starts_with("/signed/") {
-            ("https://gatehouse.internal".to_owned(), &claims)
-        } else {
-            (s.auth.issuer(), &claims["token_introspection"])
+        let (iss, aud, inner) = match path {
+            "/signed/x" => (
+                "https://gatehouse.internal".to_owned(),
+                "https://api.test",
+                &claims,
+            ),
+            "/other/x" => (
+                "https://gatehouse.internal".to_owned(),
+                "https://other.test",
+                &claims,
+            ),
+            _ => (s.auth.issuer(), "gateway", &claims["token_introspection"]),
         };
         assert_eq!(claims["iss"], iss, "{path}");
+        assert_eq!(claims["aud"], aud, "{path}");
         assert_eq!(inner["client_id"], "partner-a", "{path}: {claims}");
+        if path != "/api/x" {
+            // the second request of a route gets the cached JWT, the same jti
+            let jti = claims["jti"].as_str().unwrap().to_owned();
+            let first = jtis.entry(path).or_insert_with(|| jti.clone());
+            assert_eq!(*first, jti, "{path}");
+        }
     }
-    // one introspection per forwarding mode, then hits
-    assert_eq!(s.auth.introspections(), 2);
+    assert_ne!(jtis["/signed/x"], jtis["/other/x"], "one JWT per audience");
+    // one introspection per forwarded JWT (mode and audience), then hits
+    assert_eq!(s.auth.introspections(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -310,7 +375,13 @@ async fn rfc6750_errors_for_missing_malformed_and_inactive_tokens() {
     let s = setup(vec![]).await;
     let gh = start(
         &s,
-        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, ""),
+        &yaml(
+            "token-introspection+jwt",
+            BASIC,
+            "introspection_response",
+            CACHE,
+            "",
+        ),
         &[],
     )
     .await;
@@ -375,7 +446,7 @@ fn cached_in(store: &str) -> String {
     yaml(
         "token-introspection+jwt",
         BASIC,
-        "as_issued",
+        "introspection_response",
         &in_store(CACHE, store),
         "",
     )
@@ -451,7 +522,13 @@ async fn negative_cache_and_revocation(store: &str) {
     let cache = in_store("{ max_ttl: 1s, negative_ttl: 1s }", store);
     let gh = start(
         &s,
-        &yaml("token-introspection+jwt", BASIC, "as_issued", &cache, ""),
+        &yaml(
+            "token-introspection+jwt",
+            BASIC,
+            "introspection_response",
+            &cache,
+            "",
+        ),
         &[],
     )
     .await;
@@ -580,7 +657,13 @@ async fn authorization_server_failures_fail_closed_with_503() {
     let s = setup(vec![]).await;
     let gh = start(
         &s,
-        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, ""),
+        &yaml(
+            "token-introspection+jwt",
+            BASIC,
+            "introspection_response",
+            CACHE,
+            "",
+        ),
         &[],
     )
     .await;
@@ -654,7 +737,13 @@ async fn authorization_server_failures_fail_closed_with_503() {
     );
     let gh = start(
         &s,
-        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, ""),
+        &yaml(
+            "token-introspection+jwt",
+            BASIC,
+            "introspection_response",
+            CACHE,
+            "",
+        ),
         &[("INTROSPECT_URL", dead)],
     )
     .await;
@@ -674,7 +763,13 @@ async fn stale_if_error_keeps_cached_tokens_working_while_the_as_fails() {
     let cache = "{ max_ttl: 1s, negative_ttl: 1s, stale_if_error: 60s }";
     let gh = start(
         &s,
-        &yaml("token-introspection+jwt", BASIC, "as_issued", cache, ""),
+        &yaml(
+            "token-introspection+jwt",
+            BASIC,
+            "introspection_response",
+            cache,
+            "",
+        ),
         &[],
     )
     .await;
@@ -764,7 +859,13 @@ async fn every_client_auth_method_authenticates_to_the_introspection_endpoint() 
     for (i, m) in methods.iter().enumerate() {
         let gh = start(
             &s,
-            &yaml("token-introspection+jwt", m, "as_issued", CACHE, ""),
+            &yaml(
+                "token-introspection+jwt",
+                m,
+                "introspection_response",
+                CACHE,
+                "",
+            ),
             &[],
         )
         .await;
@@ -782,7 +883,13 @@ async fn every_client_auth_method_authenticates_to_the_introspection_endpoint() 
     let wrong = "{ method: client_secret_post, client_id: gateway-post, client_secret_env: GH_TEST_SECRET }";
     let gh = start(
         &s,
-        &yaml("token-introspection+jwt", wrong, "as_issued", CACHE, ""),
+        &yaml(
+            "token-introspection+jwt",
+            wrong,
+            "introspection_response",
+            CACHE,
+            "",
+        ),
         &[],
     )
     .await;
@@ -806,7 +913,13 @@ async fn authorization_server_faults_under_load_spare_cached_tokens_and_heal() {
     let mut s = setup(vec![]).await;
     let gh = start(
         &s,
-        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, ""),
+        &yaml(
+            "token-introspection+jwt",
+            BASIC,
+            "introspection_response",
+            CACHE,
+            "",
+        ),
         &[],
     )
     .await;
@@ -907,8 +1020,14 @@ async fn access_log_names_the_caller_and_the_rejection_never_the_token() {
     let log = s.pki.path("access.log");
     let gh = start(
         &s,
-        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, "")
-            .replace("access_log: off", &format!("access_log: {log}")),
+        &yaml(
+            "token-introspection+jwt",
+            BASIC,
+            "introspection_response",
+            CACHE,
+            "",
+        )
+        .replace("access_log: off", &format!("access_log: {log}")),
         &[],
     )
     .await;
@@ -962,7 +1081,14 @@ async fn jwks_is_refetched_for_an_unknown_kid_at_most_once_per_min_refresh() {
     let s = setup(vec![]).await;
     let gh = start(
         &s,
-        &yaml("token-introspection+jwt", BASIC, "as_issued", CACHE, "").replace(
+        &yaml(
+            "token-introspection+jwt",
+            BASIC,
+            "introspection_response",
+            CACHE,
+            "",
+        )
+        .replace(
             "    algorithms: [ES256]\n",
             "    algorithms: [ES256]\n    jwks_min_refresh: 1s\n",
         ),
@@ -1023,7 +1149,15 @@ async fn jwks_is_refetched_for_an_unknown_kid_at_most_once_per_min_refresh() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_keeps_the_token_cache_unless_its_authorization_server_changed() {
     let s = setup(vec![]).await;
-    let config = |cache: &str| yaml("token-introspection+jwt", BASIC, "as_issued", cache, "");
+    let config = |cache: &str| {
+        yaml(
+            "token-introspection+jwt",
+            BASIC,
+            "introspection_response",
+            cache,
+            "",
+        )
+    };
     let gh = start(&s, &config(CACHE), &[]).await;
     let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));

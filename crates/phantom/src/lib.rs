@@ -71,7 +71,7 @@ impl AuthServer {
     }
 
     /// Introspect and turn the answer into a cache entry.
-    async fn load(&self, token: &str, forward: ForwardJwt) -> Result<CachedToken, IntrospectError> {
+    async fn load(&self, token: &str, forward: &Forward) -> Result<CachedToken, IntrospectError> {
         let started = Instant::now();
         let res = self.introspector.introspect(token).await;
         self.metrics
@@ -99,15 +99,6 @@ impl AuthServer {
                     // an AS that says active for an expired token is not believed
                     return Ok(self.negative());
                 }
-                let jwt: String = match (forward, jwt, &self.signer) {
-                    (ForwardJwt::AsIssued, Some(j), _) => j,
-                    (ForwardJwt::SignedByGatehouse, _, Some(s)) => {
-                        s.sign(&claims).map_err(|_| {
-                            IntrospectError::BadResponse("cannot sign the upstream JWT")
-                        })?
-                    }
-                    _ => return Err(IntrospectError::BadResponse("no JWT to forward")),
-                };
                 let mut ttl = self.policy.max_ttl;
                 if let Some(e) = exp {
                     ttl = ttl.min(Duration::from_secs((e - now).max(0) as u64));
@@ -115,13 +106,40 @@ impl AuthServer {
                 if let Some(m) = max_age {
                     ttl = ttl.min(m);
                 }
+                let (jwt, signed_exp): (String, Option<i64>) = match (
+                    forward.mode,
+                    jwt,
+                    &self.signer,
+                    &forward.audience,
+                ) {
+                    (ForwardJwt::AsIssued | ForwardJwt::IntrospectionResponse, Some(j), _, _) => {
+                        (j, None)
+                    }
+                    (ForwardJwt::SignedByGatehouse, _, Some(s), Some(aud)) => {
+                        let (jwt, exp) = s.sign(&claims, aud).map_err(|e| {
+                                tracing::warn!(authorization_server = %self.name, "cannot sign the upstream JWT: {e}");
+                                IntrospectError::BadResponse("cannot sign the upstream JWT")
+                            })?;
+                        (jwt, Some(exp))
+                    }
+                    _ => return Err(IntrospectError::BadResponse("no JWT to forward")),
+                };
+                // the entry must not outlive the JWT it forwards (token_signing.max_ttl may
+                // be shorter than the cache's)
+                let jwt_left = signed_exp.map(|e| Duration::from_secs((e - now).max(0) as u64));
+                if let Some(left) = jwt_left {
+                    ttl = ttl.min(left);
+                }
                 let until_exp = exp
                     .map(|e| Duration::from_secs((e - now).max(0) as u64))
                     .unwrap_or(ttl);
-                let keep = match self.policy.stale_if_error {
+                let mut keep = match self.policy.stale_if_error {
                     Some(stale) => (ttl + stale).min(until_exp.max(ttl)),
                     None => ttl,
                 };
+                if let Some(left) = jwt_left {
+                    keep = keep.min(left);
+                }
                 let keep_claims = if self.policy.full_claims {
                     Keep::All
                 } else {
@@ -146,7 +164,7 @@ impl AuthServer {
     pub async fn lookup(
         &self,
         token: &str,
-        forward: ForwardJwt,
+        forward: &Forward,
     ) -> Result<CachedToken, IntrospectError> {
         let key = cache_key(token, forward);
         let count = |r: &str| self.metrics.token_cache.with_label_values(&[r]).inc();
@@ -233,14 +251,34 @@ impl AuthServer {
     }
 }
 
+/// What a route forwards upstream: the mode, and for `signed_by_gatehouse` the audience
+/// of the JWT Gatehouse signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub mode: ForwardJwt,
+    pub audience: Option<Arc<str>>,
+}
+
+impl Forward {
+    pub fn new(mode: ForwardJwt, audience: Option<&str>) -> Self {
+        Self {
+            mode,
+            audience: audience.map(Arc::from),
+        }
+    }
+}
+
 /// The cache key of `token` for routes forwarding `forward`: SHA-256 of the token (never
-/// the token itself), domain-separated by the forwarding mode, because an entry holds the
-/// JWT to forward (the authorization server's, or one Gatehouse signed) and two routes of
-/// one authorization server may forward differently.
-pub fn cache_key(token: &str, forward: ForwardJwt) -> TokenKey {
+/// the token itself), domain-separated by what the entry forwards, because an entry holds
+/// the JWT to forward (the authorization server's, or one Gatehouse signed for one
+/// audience) and two routes of one authorization server may forward differently.
+pub fn cache_key(token: &str, forward: &Forward) -> TokenKey {
     let mut h = Sha256::new();
-    if forward == ForwardJwt::SignedByGatehouse {
+    if forward.mode == ForwardJwt::SignedByGatehouse {
         h.update(b"gatehouse-signed\0");
+        let aud = forward.audience.as_deref().unwrap_or_default();
+        h.update((aud.len() as u64).to_be_bytes());
+        h.update(aud.as_bytes());
     }
     h.update(token.as_bytes());
     h.finalize().into()
@@ -249,12 +287,12 @@ pub fn cache_key(token: &str, forward: ForwardJwt) -> TokenKey {
 /// The `phantom_token` filter.
 pub struct PhantomTokenFilter {
     server: Arc<AuthServer>,
-    forward: ForwardJwt,
+    forward: Forward,
     max_header: usize,
 }
 
 impl PhantomTokenFilter {
-    pub fn new(server: Arc<AuthServer>, forward: ForwardJwt, max_header: usize) -> Self {
+    pub fn new(server: Arc<AuthServer>, forward: Forward, max_header: usize) -> Self {
         Self {
             server,
             forward,
@@ -279,7 +317,7 @@ impl Filter for PhantomTokenFilter {
             Ok(t) => t,
             Err(e) => return Verdict::Reject(gatehouse_jwt::bearer_rejection(e)),
         };
-        let entry = match self.server.lookup(token, self.forward).await {
+        let entry = match self.server.lookup(token, &self.forward).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(authorization_server = %self.server.name, "introspection failed: {e}");

@@ -1,5 +1,5 @@
-//! JWTs signed by Gatehouse itself (`forward_jwt: signed_by_gatehouse`), for authorization
-//! servers that only answer JSON, and the public JWKS upstream APIs verify them with.
+//! RFC 9068 access tokens signed by Gatehouse itself (`forward_jwt: signed_by_gatehouse`)
+//! for the upstream API, and the public JWKS the API verifies them with.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -39,24 +39,57 @@ impl Signer {
         &self.jwks
     }
 
-    /// Sign the introspection claims: `iss` = ours, `exp` = min(token exp, now + max_ttl).
-    pub fn sign(&self, claims: &Map<String, Value>) -> Result<String, String> {
+    /// An RFC 9068 access token (`typ: at+jwt`) for the API `audience`, from the
+    /// introspected claims: `iss` ours, `aud` the route's, `exp` = min(token exp, now +
+    /// max_ttl), a fresh `iat` and `jti`, `sub` the token's or, for a token without a
+    /// resource owner (client credentials), its `client_id` (RFC 9068 §2.2). The other
+    /// claims (`scope`, `cnf`, `roles`, …) are kept; the introspection-only ones (`active`,
+    /// `token_type`) and the authorization server's own `iss`/`aud` are not.
+    /// Returns the JWT and its `exp`.
+    pub fn sign(
+        &self,
+        claims: &Map<String, Value>,
+        audience: &str,
+    ) -> Result<(String, i64), String> {
         let now = gatehouse_jwt::now();
+        let client_id = match claims.get("client_id") {
+            Some(Value::String(c)) if !c.is_empty() => c.clone(),
+            _ => {
+                return Err(
+                    "the introspection response has no client_id (RFC 9068 needs one)".into(),
+                )
+            }
+        };
         let mut out = claims.clone();
-        out.remove("active");
-        out.remove("token_type");
+        for k in ["active", "token_type", "iss", "aud", "jti", "iat"] {
+            out.remove(k);
+        }
         let exp = claims
             .get("exp")
             .and_then(Value::as_i64)
             .map_or(now + self.max_ttl, |e| e.min(now + self.max_ttl));
+        if !matches!(out.get("sub"), Some(Value::String(s)) if !s.is_empty()) {
+            out.insert("sub".into(), Value::String(client_id.clone()));
+        }
+        out.insert("client_id".into(), Value::String(client_id));
         out.insert("iss".into(), Value::String(self.issuer.clone()));
+        out.insert("aud".into(), Value::String(audience.to_owned()));
         out.insert("iat".into(), Value::from(now));
         out.insert("exp".into(), Value::from(exp));
+        out.insert("jti".into(), Value::String(jti()?));
         let mut h = Header::new(self.alg);
         h.kid = Some(self.kid.clone());
         h.typ = Some("at+jwt".into());
-        jsonwebtoken::encode(&h, &out, &self.key).map_err(|e| e.to_string())
+        let jwt = jsonwebtoken::encode(&h, &out, &self.key).map_err(|e| e.to_string())?;
+        Ok((jwt, exp))
     }
+}
+
+/// A JWT id: 128 random bits, base64url.
+fn jti() -> Result<String, String> {
+    let mut b = [0u8; 16];
+    openssl::rand::rand_bytes(&mut b).map_err(|e| e.to_string())?;
+    Ok(B64.encode(b))
 }
 
 /// The public JWKS (one key) for a PEM private key.
