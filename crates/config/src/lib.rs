@@ -9,6 +9,7 @@ mod duration;
 mod env;
 mod locate;
 mod model;
+mod paths;
 mod validate;
 pub use validate::{parse_nameserver, parse_peer_address};
 
@@ -66,7 +67,8 @@ pub struct Loaded {
     pub warnings: Vec<ConfigError>,
 }
 
-/// Read, expand, parse and validate a file.
+/// Read, expand, parse and validate a file. Relative file paths in it are resolved against
+/// its directory.
 pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
@@ -75,7 +77,13 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigErrors> {
             message: format!("cannot read {}: {e}", path.display()),
         }])
     })?;
-    load_str(&text)
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let base = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    load(&text, |name| std::env::var(name).ok(), Some(base))
 }
 
 /// Parse and validate YAML text, expanding `${VAR}` from the process environment.
@@ -88,9 +96,21 @@ pub fn load_str_with_env(
     text: &str,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigErrors> {
+    load(text, env, None)
+}
+
+/// Load `text`; with `base`, relative file paths are resolved against it.
+fn load(
+    text: &str,
+    env: impl Fn(&str) -> Option<String>,
+    base: Option<&Path>,
+) -> Result<Loaded, ConfigErrors> {
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
     let expanded = env::expand(text, env).map_err(env_errors)?;
-    let config: Config = parse(&expanded)?;
+    let mut config: Config = parse(&expanded)?;
+    if let Some(base) = base {
+        paths::resolve(&mut config, base);
+    }
     let located = |problems: Vec<(String, String)>| -> Vec<ConfigError> {
         problems
             .into_iter()

@@ -187,6 +187,12 @@ pub struct ListenerTls {
     /// TLS session tickets / ids (resumption).
     #[serde(default = "yes")]
     pub session_resumption: bool,
+    /// Session-ticket key files (80 or 48 random bytes each, NGINX's
+    /// `ssl_session_ticket_key` format): the first encrypts new tickets, every one decrypts.
+    /// Give every replica the same files and a partner resumes on any of them; rotate by
+    /// putting a new file first. Reloaded when they change. Empty: random keys per process.
+    #[serde(default)]
+    pub session_ticket_key_files: Vec<String>,
     #[serde(default)]
     pub client_auth: ClientAuthTls,
 }

@@ -301,3 +301,51 @@ routes:
     );
     assert_eq!(text.matches("warning").count(), 1, "printed once: {text}");
 }
+
+/// Relative file paths name files beside the config file, whatever the working directory
+/// (a Kubernetes pod, a systemd unit and a shell in the repository start in different ones).
+#[test]
+fn relative_paths_resolve_against_the_config_files_directory() {
+    let pki = gatehouse_testkit::TestPki::new();
+    let file = pki.dir.join("relative.yaml");
+    std::fs::write(
+        &file,
+        "version: 1
+listeners:
+  - name: a
+    listen: 127.0.0.1:1
+    tls:
+      cert_file: server.pem
+      key_file: ./server.key
+      client_auth: { mode: required, ca_files: [root-ca.pem] }
+upstreams: { app: { peers: [127.0.0.1:2] } }
+routes: [ { name: all, upstream: app } ]
+",
+    )
+    .unwrap();
+    let check_from = |cwd: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["check", "-c"])
+            .arg(&file)
+            .current_dir(cwd)
+            .env("GATEHOUSE_LOG", "error")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for cwd in [std::path::Path::new("/"), pki.dir.as_path()] {
+        let (code, err) = check_from(cwd);
+        assert_eq!(code, Some(0), "from {}: {err}", cwd.display());
+    }
+    // a missing file is named by the path it was looked for at
+    std::fs::remove_file(pki.dir.join("root-ca.pem")).unwrap();
+    let (code, err) = check_from(std::path::Path::new("/"));
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains(&format!("{}/root-ca.pem", pki.dir.display())),
+        "{err}"
+    );
+}
