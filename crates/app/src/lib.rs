@@ -7,6 +7,7 @@ mod proxy;
 mod reload;
 mod runtime;
 mod target;
+mod tickets;
 mod tls;
 pub use tls::{server_cert_expiry, ServerCertExpiry};
 mod upstreams;

@@ -69,6 +69,7 @@ fn tls_files(c: &Config) -> Vec<PathBuf> {
             files.push(t.cert_file.clone().into());
             files.push(t.key_file.clone().into());
             files.extend(t.client_auth.ca_files.iter().map(PathBuf::from));
+            files.extend(t.session_ticket_key_files.iter().map(PathBuf::from));
         }
     }
     for r in &c.routes {

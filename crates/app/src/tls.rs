@@ -29,6 +29,8 @@ pub struct TlsMaterial {
     /// Client certificates `trust` has verified (reconnects skip the chain's signature
     /// checks); starts empty with every new trust store.
     verified: VerifiedLeaves,
+    /// `session_ticket_key_files`, read (the first encrypts, all decrypt).
+    pub(crate) ticket_keys: Option<Arc<[crate::tickets::TicketKey]>>,
 }
 
 /// The CAs a listener trusts for client certificates (none when it asks for none).
@@ -80,12 +82,18 @@ impl TlsMaterial {
                     .map_err(|e| BuildError::Tls(e.to_string()))?,
             )
         };
+        let ticket_keys = if t.session_resumption {
+            crate::tickets::load(&t.session_ticket_key_files)?
+        } else {
+            None
+        };
         Ok(Self {
             leaf,
             chain,
             key,
             trust,
             verified: VerifiedLeaves::default(),
+            ticket_keys,
         })
     }
 }
@@ -97,7 +105,7 @@ pub type SharedTls = Arc<ArcSwap<TlsMaterial>>;
 /// TLS 1.3 session (a stateless ticket) brings back the leaf but not its chain, and the
 /// chain is needed to verify the leaf again against root-only CA bundles. One table per
 /// listener, shared by its shards (a session may resume on any of them).
-type Chains = Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<Vec<X509>>>>>;
+pub(crate) type Chains = Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<Vec<X509>>>>>;
 
 struct Acceptor {
     listener: String,
@@ -135,14 +143,14 @@ impl Acceptor {
         }
         (sent, false)
     }
+}
 
-    /// Remember the chain a verified leaf came with, for its resumed sessions (only
-    /// verified ones: anything else is rejected again on resumption anyway).
-    fn remember_chain(&self, key: [u8; 32], chain: Vec<X509>) {
-        if let Ok(mut chains) = self.chains.lock() {
-            gatehouse_core::make_room(&mut chains, MAX_CHAINS);
-            chains.insert(key, Arc::new(chain));
-        }
+/// Remember the chain a leaf came with (verified in this process, or carried in a session
+/// ticket from a full handshake a replica verified), for its resumed sessions.
+pub(crate) fn remember_chain(chains: &Chains, key: [u8; 32], chain: Vec<X509>) {
+    if let Ok(mut chains) = chains.lock() {
+        gatehouse_core::make_room(&mut chains, MAX_CHAINS);
+        chains.insert(key, Arc::new(chain));
     }
 }
 
@@ -186,7 +194,7 @@ impl TlsAccept for Acceptor {
             let conn = inspect_memo(leaf, chain, trust, Some(&m.verified), gatehouse_jwt::now());
             if let (Some(chain), Some(c)) = (kept, &conn) {
                 if c.failure.is_none() {
-                    self.remember_chain(c.cert.sha256, chain);
+                    remember_chain(&self.chains, c.cert.sha256, chain);
                 }
             }
             conn
@@ -224,7 +232,9 @@ pub struct ListenerTlsState {
     pub shared: SharedTls,
     chains: Chains,
     ca_names: Vec<X509Name>,
-    ticket_keys: Option<Vec<u8>>,
+    /// The key tickets use when no files are configured: random, one per listener and
+    /// process, shared by its shards.
+    fallback_ticket_key: crate::tickets::TicketKey,
 }
 
 impl ListenerTlsState {
@@ -241,18 +251,14 @@ impl ListenerTlsState {
             shared: Arc::new(ArcSwap::from_pointee(material)),
             chains: Default::default(),
             ca_names,
-            ticket_keys: None,
+            fallback_ticket_key: crate::tickets::TicketKey::random()?,
         })
     }
 
     /// Pingora's TLS settings for one shard of this listener. Every shard has its own
-    /// OpenSSL context; they all get the same session-ticket keys, so a ticket issued by
-    /// one shard resumes on any other.
-    pub fn settings(
-        &mut self,
-        t: &ListenerTls,
-        metrics: &Metrics,
-    ) -> Result<TlsSettings, BuildError> {
+    /// OpenSSL context; they all use the listener's session-ticket keys, so a ticket issued
+    /// by one shard resumes on any other.
+    pub fn settings(&self, t: &ListenerTls, metrics: &Metrics) -> Result<TlsSettings, BuildError> {
         let wants_certs = t.client_auth.mode != ClientCertMode::Off;
         let mut names = Stack::new().map_err(err("client CA list"))?;
         for n in &self.ca_names {
@@ -268,16 +274,12 @@ impl ListenerTlsState {
         let mut s = TlsSettings::with_callbacks(Box::new(acceptor))
             .map_err(|e| BuildError::Tls(e.to_string()))?;
         if t.session_resumption {
-            let keys = match &self.ticket_keys {
-                Some(k) => k.clone(),
-                None => {
-                    let mut k = vec![0u8; ticket::key_len(&s)?];
-                    openssl::rand::rand_bytes(&mut k).map_err(err("session-ticket keys"))?;
-                    self.ticket_keys = Some(k.clone());
-                    k
-                }
-            };
-            ticket::set_keys(&mut s, &keys)?;
+            crate::tickets::install(
+                &mut s,
+                self.shared.clone(),
+                self.fallback_ticket_key.clone(),
+                self.chains.clone(),
+            )?;
         }
         let min = t
             .protocols
@@ -326,68 +328,6 @@ impl ListenerTlsState {
             _ => ALPN::H1,
         });
         Ok(s)
-    }
-}
-
-/// Session-ticket keys. The `openssl` crate has no setter for them, so this calls
-/// `SSL_CTX_ctrl(SSL_CTRL_{GET,SET}_TLSEXT_TICKET_KEYS)` (what the C macro
-/// `SSL_CTX_set_tlsext_ticket_keys` expands to) — the only unsafe code in Gatehouse.
-mod ticket {
-    #![allow(unsafe_code)]
-    use super::BuildError;
-    use openssl::ssl::SslContextBuilder;
-    use std::ffi::{c_int, c_long, c_void};
-
-    const SSL_CTRL_SET_TLSEXT_TICKET_KEYS: c_int = 59;
-
-    /// Bytes of key material the context takes (name + HMAC key + AES key; 80 in
-    /// OpenSSL 3).
-    pub(super) fn key_len(ctx: &SslContextBuilder) -> Result<usize, BuildError> {
-        // SAFETY: `ctx.as_ptr()` is the builder's live SSL_CTX; with a null buffer
-        // OpenSSL only returns the key length and touches no memory.
-        let n = unsafe {
-            openssl_sys::SSL_CTX_ctrl(
-                ctx.as_ptr(),
-                SSL_CTRL_SET_TLSEXT_TICKET_KEYS,
-                0,
-                std::ptr::null_mut(),
-            )
-        };
-        usize::try_from(n)
-            .ok()
-            .filter(|n| (48..=1024).contains(n))
-            .ok_or_else(|| BuildError::Tls(format!("unexpected session-ticket key length {n}")))
-    }
-
-    /// Install `keys` (exactly [`key_len`] bytes) as the context's ticket keys.
-    pub(super) fn set_keys(ctx: &mut SslContextBuilder, keys: &[u8]) -> Result<(), BuildError> {
-        if keys.len() != key_len(ctx)? {
-            return Err(BuildError::Tls(
-                "session-ticket keys of the wrong length".into(),
-            ));
-        }
-        let len = c_long::try_from(keys.len())
-            .map_err(|_| BuildError::Tls("session-ticket keys too long".into()))?;
-        // SAFETY: the SSL_CTX is live and exclusively borrowed; OpenSSL checks `len`
-        // against its key length (checked above too), copies `len` bytes out of `keys`
-        // (valid for that many bytes) and keeps no pointer to the buffer. It never writes
-        // through the pointer for the SET command, so casting away const is sound.
-        let r = unsafe {
-            openssl_sys::SSL_CTX_ctrl(
-                ctx.as_ptr(),
-                SSL_CTRL_SET_TLSEXT_TICKET_KEYS,
-                len,
-                keys.as_ptr() as *mut c_void,
-            )
-        };
-        if r == 1 {
-            Ok(())
-        } else {
-            Err(BuildError::Tls(format!(
-                "cannot set the session-ticket keys: {}",
-                openssl::error::ErrorStack::get()
-            )))
-        }
     }
 }
 

@@ -426,6 +426,22 @@ struct Conn {
 /// connection (saving the TLS 1.3 session ticket), then `resumptions` requests, each on a
 /// new connection that tries to resume it.
 fn connections_with_resumption(port: u16, pki: &TestPki, resumptions: usize) -> Vec<Conn> {
+    let sess = pki.path("resume.sess");
+    let _ = std::fs::remove_file(&sess);
+    let mut out = vec![s_client(port, pki, None, Some(&sess))];
+    for _ in 0..resumptions {
+        // (no file: the server issued no ticket, there is nothing to offer)
+        let offer = std::path::Path::new(&sess)
+            .exists()
+            .then_some(sess.as_str());
+        out.push(s_client(port, pki, offer, None));
+    }
+    out
+}
+
+/// One request with `openssl s_client` as partner-a (leaf + intermediate), offering the
+/// session in `sess_in` and saving the one it ends with to `sess_out`.
+fn s_client(port: u16, pki: &TestPki, sess_in: Option<&str>, sess_out: Option<&str>) -> Conn {
     let a = &pki.pki.partner_a;
     let (leaf, chain, key) = (
         pki.path("resume-leaf.pem"),
@@ -436,48 +452,115 @@ fn connections_with_resumption(port: u16, pki: &TestPki, resumptions: usize) -> 
     let chain_pem: Vec<u8> = a.chain.iter().flat_map(|c| c.to_pem().unwrap()).collect();
     std::fs::write(&chain, chain_pem).unwrap();
     std::fs::write(&key, a.key_pem().unwrap()).unwrap();
-    let sess = pki.path("resume.sess");
-    let mut out = Vec::new();
-    for round in 0..=resumptions {
-        let mut cmd = std::process::Command::new("openssl");
-        cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
-            .args(["-servername", "localhost", "-tls1_3", "-ign_eof"])
-            .args(["-CAfile", &pki.path("root-ca.pem")])
-            .args(["-cert", &leaf, "-cert_chain", &chain, "-key", &key]);
-        if round == 0 {
-            cmd.args(["-sess_out", &sess]);
-        } else if std::path::Path::new(&sess).exists() {
-            // (no file: the server issued no ticket, there is nothing to offer)
-            cmd.args(["-sess_in", &sess]);
-        }
-        let mut child = cmd
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("openssl CLI");
-        {
-            use std::io::Write;
-            let mut stdin = child.stdin.take().unwrap();
-            stdin
-                .write_all(b"GET /api/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .unwrap();
-        }
-        let text = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).to_string();
-        let resumed = text.lines().any(|l| l.starts_with("Reused, TLSv1.3"));
-        // s_client interleaves its session dump with the response: find the status line
-        let status = text
-            .lines()
-            .find_map(|l| l.find("HTTP/1.1 ").map(|i| l[i..].trim_end().to_owned()))
-            .unwrap_or_default();
-        let ticket = text.contains("New Session Ticket arrived");
-        out.push(Conn {
-            resumed,
-            status,
-            ticket,
-        });
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "localhost", "-tls1_3", "-ign_eof"])
+        .args(["-CAfile", &pki.path("root-ca.pem")])
+        .args(["-cert", &leaf, "-cert_chain", &chain, "-key", &key]);
+    if let Some(f) = sess_in {
+        cmd.args(["-sess_in", f]);
     }
-    out
+    if let Some(f) = sess_out {
+        cmd.args(["-sess_out", f]);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl CLI");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"GET /api/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+    }
+    let text = String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).to_string();
+    let resumed = text.lines().any(|l| l.starts_with("Reused, TLSv1.3"));
+    // s_client interleaves its session dump with the response: find the status line
+    let status = text
+        .lines()
+        .find_map(|l| l.find("HTTP/1.1 ").map(|i| l[i..].trim_end().to_owned()))
+        .unwrap_or_default();
+    let ticket = text.contains("New Session Ticket arrived");
+    Conn {
+        resumed,
+        status,
+        ticket,
+    }
+}
+
+/// Two replicas given the same `session_ticket_key_files` (one Kubernetes Secret): a
+/// partner resumes on either. Rotation by reload: a new key first, the old one second →
+/// old tickets still resume; the old key removed → they no longer do (a full handshake,
+/// still served). A key file of the wrong size is refused with its name.
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_sharing_ticket_key_files_resume_each_others_sessions_and_rotate() {
+    let pki = TestPki::new();
+    let (up, up2) = (Upstream::start().await, Upstream::start().await);
+    let key = |name: &str| {
+        let path = pki.path(name);
+        let mut b = [0u8; 80];
+        openssl::rand::rand_bytes(&mut b).unwrap();
+        std::fs::write(&path, b).unwrap();
+        path
+    };
+    let (old, new) = (key("ticket-old.key"), key("ticket-new.key"));
+    let with_keys = |files: &[&str]| {
+        yaml("required", DEFAULT_ROUTES)
+            .replace("${THREADS}", "1")
+            .replace(
+                "      client_auth:",
+                &format!(
+                    "      session_ticket_key_files: [{}]\n      client_auth:",
+                    files.join(", ")
+                ),
+            )
+    };
+    let a = start_yaml(&pki, &with_keys(&[&old]), &up, &up2).await;
+    let b = start_yaml(&pki, &with_keys(&[&old]), &up, &up2).await;
+    let (pa, pb) = (a.addr.port(), b.addr.port());
+    let sess = pki.path("replica.sess");
+    let pki = std::sync::Arc::new(pki);
+    let run = |port: u16, sess_in: Option<String>, sess_out: Option<String>| {
+        let pki = pki.clone();
+        tokio::task::spawn_blocking(move || {
+            s_client(port, &pki, sess_in.as_deref(), sess_out.as_deref())
+        })
+    };
+    let first = run(pa, None, Some(sess.clone())).await.unwrap();
+    assert!(first.ticket && !first.resumed, "{first:?}");
+    let on_b = run(pb, Some(sess.clone()), None).await.unwrap();
+    assert!(
+        on_b.resumed,
+        "a ticket from replica a resumes on b: {on_b:?}"
+    );
+    assert_eq!(on_b.status, "HTTP/1.1 200 OK");
+
+    // rotate on b: the new key encrypts, the old one still decrypts
+    b.reload_with(&with_keys(&[&new, &old])).unwrap();
+    let rotated = run(pb, Some(sess.clone()), None).await.unwrap();
+    assert!(rotated.resumed, "old ticket, second key: {rotated:?}");
+    // the old key gone: the old ticket means a full handshake, still answered
+    b.reload_with(&with_keys(&[&new])).unwrap();
+    let gone = run(pb, Some(sess.clone()), None).await.unwrap();
+    assert!(!gone.resumed, "{gone:?}");
+    assert_eq!(gone.status, "HTTP/1.1 200 OK");
+    // a ticket issued under the new key resumes on b, not on a (which never had it)
+    let fresh = run(pb, None, Some(sess.clone())).await.unwrap();
+    assert!(fresh.ticket, "{fresh:?}");
+    assert!(run(pb, Some(sess.clone()), None).await.unwrap().resumed);
+    assert!(!run(pa, Some(sess.clone()), None).await.unwrap().resumed);
+
+    // a key file of the wrong size: the reload is refused, naming the file
+    let short = pki.path("ticket-short.key");
+    std::fs::write(&short, [0u8; 32]).unwrap();
+    let errors = b.reload_with(&with_keys(&[&short])).unwrap_err().join("\n");
+    assert!(
+        errors.contains("ticket-short.key") && errors.contains("80"),
+        "{errors}"
+    );
 }
 
 /// Sockets listening on `port` (IPv4), from the kernel's own table.
