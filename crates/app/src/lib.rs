@@ -3,6 +3,7 @@
 
 pub mod access_log;
 mod admin;
+mod files;
 mod proxy;
 mod reload;
 mod runtime;
@@ -41,6 +42,9 @@ pub enum BuildError {
     Tls(String),
     #[error("access log: {0}")]
     AccessLog(String),
+    /// Files the configuration names that cannot be used, each with its field and line.
+    #[error("{0}")]
+    Files(gatehouse_config::ConfigErrors),
 }
 
 /// Loading from a file failed.
@@ -435,6 +439,10 @@ impl Gatehouse {
         upgrade: bool,
     ) -> Result<Self, BuildError> {
         let c = &loaded.config;
+        let unusable = files::problems(c);
+        if !unusable.is_empty() {
+            return Err(BuildError::Files(loaded.locate(unusable)));
+        }
         for w in &loaded.warnings {
             tracing::warn!("configuration: {w}");
         }

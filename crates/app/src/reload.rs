@@ -60,8 +60,9 @@ pub struct Reloader {
     watched: Mutex<Vec<(PathBuf, Option<[u8; 32]>)>>,
 }
 
-/// The TLS files of a configuration: every listener's certificate, key and client CA
-/// bundles, and the CA bundles of `client_cert` filters and TLS upstreams.
+/// The key files of a configuration: every listener's certificate, key, client CA bundles
+/// and session-ticket keys, the CA bundles of `client_cert` filters and TLS upstreams, and
+/// Gatehouse's JWT signing key.
 fn tls_files(c: &Config) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = Vec::new();
     for l in &c.listeners {
@@ -83,6 +84,9 @@ fn tls_files(c: &Config) -> Vec<PathBuf> {
         if let Some(ca) = u.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
             files.push(ca.into());
         }
+    }
+    if let Some(s) = &c.token_signing {
+        files.push(s.key_file.clone().into());
     }
     files.sort();
     files.dedup();

@@ -65,6 +65,34 @@ pub struct Loaded {
     pub hash: String,
     /// Valid, but worth a second look (`check` prints them; `run` logs them).
     pub warnings: Vec<ConfigError>,
+    /// The expanded text, to locate problems found later (in the files the config names).
+    text: Text,
+}
+
+/// Config text, kept to locate problems; never printed (it may hold expanded secrets).
+#[derive(Clone)]
+struct Text(std::sync::Arc<str>);
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes of configuration>", self.0.len())
+    }
+}
+
+impl Loaded {
+    /// Problems found after loading (field path, message), with their lines.
+    pub fn locate(&self, problems: Vec<(String, String)>) -> ConfigErrors {
+        ConfigErrors(
+            problems
+                .into_iter()
+                .map(|(path, message)| ConfigError {
+                    line: locate::line_of(&self.text.0, &path),
+                    path,
+                    message,
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Read, expand, parse and validate a file. Relative file paths in it are resolved against
@@ -128,6 +156,7 @@ fn load(
             config,
             hash,
             warnings,
+            text: Text(expanded.as_str().into()),
         })
     } else {
         Err(ConfigErrors(located(problems)))
@@ -157,6 +186,33 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(
 }
 
 fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> {
+    // A key written twice in one mapping: serde_yaml's own `Value` refuses it, but a typed
+    // map (`upstreams`, `authorization_servers`) would silently keep the last one.
+    if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+        let message = e.to_string();
+        // "upstreams: duplicate entry with key \"app\" at line 7 column 3"
+        const DUP: &str = "duplicate entry with key ";
+        if let Some(at) = message.find(DUP) {
+            let rest = &message[at + DUP.len()..];
+            let key = rest
+                .split(" at line ")
+                .next()
+                .unwrap_or(rest)
+                .trim_matches('"')
+                .to_owned();
+            let parent = message[..at].trim_end_matches(": ");
+            return Err(ConfigErrors(vec![ConfigError {
+                path: if parent.is_empty() {
+                    String::new()
+                } else {
+                    format!("{parent}.{key}")
+                },
+                line: locate::duplicate_key_line(text, &key)
+                    .or_else(|| e.location().map(|l| l.line())),
+                message: format!("duplicate key `{key}`: each key may appear once"),
+            }]));
+        }
+    }
     let de = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize::<_, T>(de).map_err(|e| {
         let path = e.path().to_string();
@@ -167,7 +223,7 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> 
             path
         };
         let inner = e.into_inner();
-        let line = inner
+        let mut line = inner
             .location()
             .map(|l| l.line())
             .or_else(|| locate::line_of(text, &path));
@@ -176,9 +232,25 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> 
         if let Some(i) = message.find(" at line ") {
             message.truncate(i);
         }
-        // serde_yaml puts the path in front of its message too: print it once
-        if let Some(rest) = message.strip_prefix(&format!("{path}: ")) {
-            message = rest.to_owned();
+        // serde_yaml puts the path (or its parent's) in front of its message too: print
+        // the path once
+        if let Some((prefix, rest)) = message.split_once(": ") {
+            if !prefix.is_empty() && path.starts_with(prefix) {
+                message = rest.to_owned();
+            }
+        }
+        if let Some(field) = message
+            .strip_prefix("duplicate field `")
+            .and_then(|r| r.split('`').next())
+        {
+            line = locate::duplicate_key_line(text, field).or(line);
+            message = format!("duplicate key `{field}`: each key may appear once");
+        }
+        if message.contains("end of stream") || line.is_some_and(|l| l > text.lines().count()) {
+            if let Some(l) = locate::unclosed_quote_line(text) {
+                line = Some(l);
+                message = "a quoted value is never closed (its quote opens here)".to_owned();
+            }
         }
         let tab = line
             .and_then(|l| text.lines().nth(l.saturating_sub(1)))

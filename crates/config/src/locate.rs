@@ -126,3 +126,63 @@ routes:
         assert_eq!(line_of(flush, "routes[1].upstream"), Some(4));
     }
 }
+
+/// The line where `key` appears a second time as a mapping key at the indentation of its
+/// first appearance (the duplicate a parser complains about), 1-based.
+pub fn duplicate_key_line(text: &str, key: &str) -> Option<usize> {
+    let mut first: Option<usize> = None;
+    for (i, line) in text.lines().enumerate() {
+        let body = line.trim_start();
+        let indent = line.len() - body.len();
+        let body = body.strip_prefix("- ").unwrap_or(body);
+        let unquoted = body
+            .strip_prefix(key)
+            .or_else(|| body.strip_prefix(&format!("\"{key}\"")))
+            .or_else(|| body.strip_prefix(&format!("'{key}'")));
+        if !unquoted.is_some_and(|rest| rest.trim_start().starts_with(':')) {
+            continue;
+        }
+        match first {
+            None => first = Some(indent),
+            Some(f) if f == indent => return Some(i + 1),
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// The line of the first quoted value that is never closed, 1-based: the parser only
+/// notices at the end of the file, which is no help to whoever has to fix it.
+pub fn unclosed_quote_line(text: &str) -> Option<usize> {
+    let mut open: Option<(char, usize)> = None;
+    for (i, line) in text.lines().enumerate() {
+        let mut prev = ' ';
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match open {
+                Some(('"', _)) if c == '\\' => {
+                    chars.next();
+                }
+                Some((q, _)) if c == q => {
+                    // '' inside single quotes is an escaped quote
+                    if q == '\'' && chars.peek() == Some(&'\'') {
+                        chars.next();
+                    } else {
+                        open = None;
+                    }
+                }
+                Some(_) => {}
+                None if c == '#' && (prev == ' ' || prev == '\t') => break,
+                // a quote opens a scalar only where a value starts
+                None if (c == '"' || c == '\'')
+                    && matches!(prev, ' ' | '[' | '{' | ',' | ':' | '-') =>
+                {
+                    open = Some((c, i + 1));
+                }
+                None => {}
+            }
+            prev = c;
+        }
+    }
+    open.map(|(_, line)| line)
+}

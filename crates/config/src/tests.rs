@@ -490,3 +490,38 @@ fn the_upstream_token_contract_is_checked() {
         "{errs:#?}"
     );
 }
+
+/// Syntax errors point at the line to fix: the second of two equal keys (in a struct or in
+/// a map such as `upstreams`, where the last would otherwise silently win), and the line
+/// where a never-closed quote opens rather than the end of the file.
+#[test]
+fn duplicate_keys_and_unclosed_quotes_are_reported_where_they_are() {
+    let errs = errors(&format!("version: 1\n{MINIMAL}"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].line, Some(2), "{errs:#?}");
+    assert!(
+        errs[0].message.contains("duplicate key `version`"),
+        "{errs:#?}"
+    );
+
+    let text = MINIMAL.replace(
+        "    peers: [127.0.0.1:3000]\n",
+        "    peers: [127.0.0.1:3000]\n  app:\n    peers: [127.0.0.1:4000]\n",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].line, Some(8), "{errs:#?}");
+    assert_eq!(errs[0].path, "upstreams.app", "{errs:#?}");
+    assert!(errs[0].message.contains("duplicate key `app`"), "{errs:#?}");
+
+    let text = MINIMAL.replace("  - name: plain", "  - name: \"plain");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].line, Some(3), "{errs:#?}");
+    assert!(errs[0].message.contains("never closed"), "{errs:#?}");
+    // quotes that do close, an apostrophe inside a word and a quote in a comment are fine
+    assert_eq!(
+        locate::unclosed_quote_line("a: \"x\"\nb: it's\nc: 'y''s' # don't\nd: [\"p\", 'q']\n"),
+        None
+    );
+}

@@ -189,13 +189,29 @@ fn warn_on_expiring_server_certificates(c: &gatehouse_config::Config) {
     }
 }
 
+/// Say why the configuration could not be built (one line per unusable file, each with
+/// its field and line) and exit as [`build_exit_code`] says.
+fn build_failed(config: &std::path::Path, e: &gatehouse_app::BuildError) -> ExitCode {
+    match e {
+        gatehouse_app::BuildError::Files(errors) => {
+            for e in &errors.0 {
+                eprintln!("{}: {e}", config.display());
+            }
+        }
+        e => eprintln!("{}: {e}", config.display()),
+    }
+    ExitCode::from(build_exit_code(e))
+}
+
 /// A configuration that validated but cannot be built (a certificate that does not parse,
 /// a key that does not match) is as wrong as one that did not validate: 64, from `check`
 /// and `run` alike.
 fn build_exit_code(e: &gatehouse_app::BuildError) -> u8 {
     match e {
         gatehouse_app::BuildError::AccessLog(_) => EX_CANTCREAT,
-        gatehouse_app::BuildError::Config(_) | gatehouse_app::BuildError::Tls(_) => EX_USAGE,
+        gatehouse_app::BuildError::Config(_)
+        | gatehouse_app::BuildError::Tls(_)
+        | gatehouse_app::BuildError::Files(_) => EX_USAGE,
     }
 }
 
@@ -273,10 +289,7 @@ fn main() -> ExitCode {
                     println!("{}: ok", config.display());
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("{}: {e}", config.display());
-                    ExitCode::from(build_exit_code(&e))
-                }
+                Err(e) => build_failed(&config, &e),
             },
             Err(errors) => {
                 for e in &errors.0 {
@@ -302,10 +315,7 @@ fn main() -> ExitCode {
                     }
                     ExitCode::from(EX_USAGE)
                 }
-                Err(gatehouse_app::LoadError::Build(e)) => {
-                    eprintln!("{}: {e}", config.display());
-                    ExitCode::from(build_exit_code(&e))
-                }
+                Err(gatehouse_app::LoadError::Build(e)) => build_failed(&config, &e),
             }
         }
         Cmd::Demo(args) => demo::run(args),

@@ -34,6 +34,11 @@ fn check_names_the_path_and_line_of_a_typo_and_exits_64() {
         "{text}"
     );
     assert!(text.contains("unknown field `conect_timeout`"), "{text}");
+    assert_eq!(
+        text.matches("upstreams.app").count(),
+        1,
+        "path once: {text}"
+    );
 }
 
 #[test]
@@ -128,7 +133,8 @@ fn run_on_a_taken_address_exits_69() {
 }
 
 /// A configuration that validates but cannot be built (a certificate file that holds no
-/// certificate) is the same error from `check` and `run`: exit 64. A valid one gets `ok`
+/// certificate, a key file that holds no key) is the same error from `check` and `run`:
+/// every unusable file, each with its field and line; exit 64. A valid one gets `ok`
 /// from `check` and nothing of the server's start-up chatter.
 #[test]
 fn check_and_run_agree_on_a_broken_certificate_and_check_is_quiet_when_valid() {
@@ -153,18 +159,22 @@ fn check_and_run_agree_on_a_broken_certificate_and_check_is_quiet_when_valid() {
     .unwrap();
     let (code, text) = check(&file, &[]);
     assert_eq!(code, 64, "{text}");
+    // both files are wrong: both are named, each with the field and line that names it
+    assert!(
+        text.contains("listeners[0].tls.cert_file (line 6): ")
+            && text.contains("listeners[0].tls.key_file (line 7): ")
+            && text.contains("not a PEM private key"),
+        "{text}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(["run", "-c"])
         .arg(&file)
         .env("GATEHOUSE_LOG", "warn")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(64),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run_text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{run_text}");
+    assert_eq!(run_text.trim(), text.trim(), "run and check say the same");
 
     let good = dir.join("good.yaml");
     std::fs::write(

@@ -36,6 +36,7 @@ const BASE_AUTHZ: &str = "authorization_servers:
     algorithms: [ES256]
     introspection:
       url: https://127.0.0.1:9443/oauth/introspect
+      accept: jwt
       client_auth: { method: client_secret_basic, client_id: gateway, client_secret_env: GATEHOUSE_INTROSPECT_SECRET }
   entra:
     issuer: https://login.microsoftonline.com/tenant/v2.0
