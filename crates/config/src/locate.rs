@@ -96,37 +96,6 @@ pub fn line_of(text: &str, path: &str) -> Option<usize> {
     found
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const DOC: &str = "version: 1
-routes:
-  - name: a
-    upstream: x
-  - name: b
-    filters:
-      - kind: client_cert
-        mode: required
-      - kind: claims
-        scope: [x]
-";
-
-    #[test]
-    fn finds_nested_paths() {
-        assert_eq!(line_of(DOC, "version"), Some(1));
-        assert_eq!(line_of(DOC, "routes[0].upstream"), Some(4));
-        assert_eq!(line_of(DOC, "routes[1]"), Some(5));
-        assert_eq!(line_of(DOC, "routes[1].filters[0].mode"), Some(8));
-        assert_eq!(line_of(DOC, "routes[1].filters[1].scope"), Some(10));
-        assert_eq!(line_of(DOC, "routes[1].filters[1].kind"), Some(9));
-        // unknown leaf: deepest ancestor
-        assert_eq!(line_of(DOC, "routes[1].filters[1].nope"), Some(9));
-        let flush = "routes:\n- name: a\n- name: b\n  upstream: y\n";
-        assert_eq!(line_of(flush, "routes[1].upstream"), Some(4));
-    }
-}
-
 /// The line where `key` appears a second time as a mapping key at the indentation of its
 /// first appearance (the duplicate a parser complains about), 1-based.
 pub fn duplicate_key_line(text: &str, key: &str) -> Option<usize> {
@@ -185,4 +154,35 @@ pub fn unclosed_quote_line(text: &str) -> Option<usize> {
         }
     }
     open.map(|(_, line)| line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = "version: 1
+routes:
+  - name: a
+    upstream: x
+  - name: b
+    filters:
+      - kind: client_cert
+        mode: required
+      - kind: claims
+        scope: [x]
+";
+
+    #[test]
+    fn finds_nested_paths() {
+        assert_eq!(line_of(DOC, "version"), Some(1));
+        assert_eq!(line_of(DOC, "routes[0].upstream"), Some(4));
+        assert_eq!(line_of(DOC, "routes[1]"), Some(5));
+        assert_eq!(line_of(DOC, "routes[1].filters[0].mode"), Some(8));
+        assert_eq!(line_of(DOC, "routes[1].filters[1].scope"), Some(10));
+        assert_eq!(line_of(DOC, "routes[1].filters[1].kind"), Some(9));
+        // unknown leaf: deepest ancestor
+        assert_eq!(line_of(DOC, "routes[1].filters[1].nope"), Some(9));
+        let flush = "routes:\n- name: a\n- name: b\n  upstream: y\n";
+        assert_eq!(line_of(flush, "routes[1].upstream"), Some(4));
+    }
 }

@@ -157,14 +157,15 @@ pub fn run(args: DemoArgs) -> ExitCode {
         "Gatehouse demo (dev only)
   proxy      https://localhost:{p}   /api/ (cert + phantom token + binding + scope), /mtls/ (cert only), /public/
   auth       https://localhost:{a}   token /oauth/token · introspection /oauth/introspect · JWKS /oauth/jwks · revocation /oauth/revoke
-  admin      http://127.0.0.1:{adm}   /healthz /readyz /metrics
+  admin      http://127.0.0.1:{adm}   /healthz /readyz /metrics /jwks
   upstream   http://{upstream_addr}  (echoes the request headers it receives)
   PKI        {d}
 
-Seed 003, step by step:
+The phantom-token flow, step by step:
   # 1. get an opaque access token with partner-a's certificate (tls_client_auth, bound to the cert)
   TOKEN=$(curl -s {cert} -d grant_type=client_credentials https://localhost:{a}/oauth/token | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')
-  # 2. call the API with it: the upstream sees a JWT (Authorization), never the opaque token
+  # 2. call the API with it: the upstream sees a JWT Gatehouse signed for it (aud https://api.demo,
+  #    verifiable with http://127.0.0.1:{adm}/jwks), never the opaque token
   curl -s {cert} -H \"Authorization: Bearer $TOKEN\" https://localhost:{p}/api/echo
   curl -s {cert} -H \"Authorization: Bearer $TOKEN\" https://localhost:{p}/api/claims
   # 3. the same token over partner-b's connection: 401, certificate binding mismatch
