@@ -31,6 +31,9 @@ pub struct TlsMaterial {
     verified: VerifiedLeaves,
     /// `session_ticket_key_files`, read (the first encrypts, all decrypt).
     pub(crate) ticket_keys: Option<Arc<[crate::tickets::TicketKey]>>,
+    /// Subject names of the client CAs, sent in the CertificateRequest (clients that pick
+    /// their certificate by them find one of a newly added CA after a reload).
+    ca_names: Vec<X509Name>,
 }
 
 /// The CAs a listener trusts for client certificates (none when it asks for none).
@@ -82,6 +85,10 @@ impl TlsMaterial {
                     .map_err(|e| BuildError::Tls(e.to_string()))?,
             )
         };
+        let ca_names = cas
+            .iter()
+            .map(|ca| ca.subject_name().to_owned().map_err(err("client CA list")))
+            .collect::<Result<Vec<_>, _>>()?;
         let ticket_keys = if t.session_resumption {
             crate::tickets::load(&t.session_ticket_key_files)?
         } else {
@@ -94,6 +101,7 @@ impl TlsMaterial {
             trust,
             verified: VerifiedLeaves::default(),
             ticket_keys,
+            ca_names,
         })
     }
 }
@@ -172,6 +180,14 @@ impl TlsAccept for Acceptor {
         if !ok {
             tracing::error!(listener = %self.listener, "cannot install the server certificate");
         }
+        if m.trust.is_some() {
+            // the CertificateRequest names the CAs of the current material: a reload that
+            // adds one is advertised at once
+            match ca_name_stack(&m.ca_names) {
+                Ok(names) => ssl.set_client_ca_list(names),
+                Err(e) => tracing::error!(listener = %self.listener, "client CA list: {e}"),
+            }
+        }
     }
 
     /// Runs once per handshake (also for resumed sessions): parse and verify the peer
@@ -220,18 +236,28 @@ impl TlsAccept for Acceptor {
     }
 }
 
+/// The CertificateRequest's CA list (OpenSSL takes ownership of a fresh stack each time).
+fn ca_name_stack(names: &[X509Name]) -> Result<Stack<X509Name>, openssl::error::ErrorStack> {
+    let mut stack = Stack::new()?;
+    for n in names {
+        stack.push(openssl::x509::X509NameRef::to_owned(n)?)?;
+    }
+    Ok(stack)
+}
+
 fn err(what: &str) -> impl Fn(openssl::error::ErrorStack) -> BuildError + '_ {
     move |e| BuildError::Tls(format!("{what}: {e}"))
 }
 
 /// One listener's TLS state, shared by the shards that accept on its address: the
-/// reloadable material, the leaf → chain table for resumed sessions, the CA names sent in
-/// the CertificateRequest and the session-ticket keys.
+/// reloadable material, the leaf → chain table for resumed sessions and the fallback
+/// session-ticket key.
 pub struct ListenerTlsState {
     name: String,
     pub shared: SharedTls,
     chains: Chains,
-    ca_names: Vec<X509Name>,
+    /// Whether the listener asks for client certificates (fixed for its lifetime).
+    wants_certs: bool,
     /// The key tickets use when no files are configured: random, one per listener and
     /// process, shared by its shards.
     fallback_ticket_key: crate::tickets::TicketKey,
@@ -240,17 +266,12 @@ pub struct ListenerTlsState {
 impl ListenerTlsState {
     /// Load the listener's certificates and CA bundles.
     pub fn load(name: &str, t: &ListenerTls) -> Result<Self, BuildError> {
-        let cas = client_cas(t)?;
-        let material = TlsMaterial::with_cas(t, &cas)?;
-        let ca_names = cas
-            .iter()
-            .map(|ca| ca.subject_name().to_owned().map_err(err("client CA list")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let material = TlsMaterial::load(t)?;
         Ok(Self {
             name: name.to_owned(),
             shared: Arc::new(ArcSwap::from_pointee(material)),
             chains: Default::default(),
-            ca_names,
+            wants_certs: t.client_auth.mode != ClientCertMode::Off,
             fallback_ticket_key: crate::tickets::TicketKey::random()?,
         })
     }
@@ -259,12 +280,7 @@ impl ListenerTlsState {
     /// OpenSSL context; they all use the listener's session-ticket keys, so a ticket issued
     /// by one shard resumes on any other.
     pub fn settings(&self, t: &ListenerTls, metrics: &Metrics) -> Result<TlsSettings, BuildError> {
-        let wants_certs = t.client_auth.mode != ClientCertMode::Off;
-        let mut names = Stack::new().map_err(err("client CA list"))?;
-        for n in &self.ca_names {
-            let n = openssl::x509::X509NameRef::to_owned(n).map_err(err("client CA list"))?;
-            names.push(n).map_err(err("client CA list"))?;
-        }
+        let wants_certs = self.wants_certs;
         let acceptor = Acceptor {
             listener: self.name.clone(),
             material: self.shared.clone(),
@@ -317,8 +333,8 @@ impl ListenerTlsState {
         if wants_certs {
             // Ask for a certificate but accept any: verification happens after the handshake
             // (see Acceptor) so the client gets an HTTP 403 with a reason.
+            // (the CA names go out per handshake, from the current material)
             s.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
-            s.set_client_ca_list(names);
         }
         let h2 = t.alpn.contains(&Alpn::H2);
         let h1 = t.alpn.contains(&Alpn::Http11);

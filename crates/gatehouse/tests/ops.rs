@@ -144,6 +144,9 @@ async fn reload_replaces_the_server_certificate_and_trust() {
     let first = tokio::task::spawn_blocking(move || gatehouse_testkit::peer_cert(addr, &root))
         .await
         .unwrap();
+    let advertised =
+        |addr: std::net::SocketAddr| tokio::task::spawn_blocking(move || advertised_ca_names(addr));
+    assert_eq!(advertised(addr).await.unwrap(), 1, "one trusted root");
     // rotate the server certificate, and trust a second root for clients
     let rotated = pki.issue(&CertSpec::localhost(), None);
     pki.save("server", &rotated);
@@ -174,6 +177,9 @@ async fn reload_replaces_the_server_certificate_and_trust() {
             .await,
         not_after(&second)
     );
+    // the CertificateRequest names both roots now: clients that pick their certificate by
+    // the advertised names (browsers, Java, .NET) find the new one
+    assert_eq!(advertised(addr).await.unwrap(), 2);
     // a client of the newly trusted root is accepted on a new connection
     let res = pki
         .client(Some(&other.pki.partner_a))
@@ -182,6 +188,33 @@ async fn reload_replaces_the_server_certificate_and_trust() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+}
+
+/// How many CA names the server's CertificateRequest carries (`openssl s_client`'s
+/// "Acceptable client certificate CA names").
+fn advertised_ca_names(addr: std::net::SocketAddr) -> usize {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            "localhost",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("openssl CLI");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .skip_while(|l| !l.starts_with("Acceptable client certificate CA names"))
+        .skip(1)
+        .take_while(|l| {
+            !l.starts_with("Requested")
+                && !l.starts_with("Client Certificate")
+                && !l.starts_with("---")
+        })
+        .count()
 }
 
 /// cert-manager renews the Secret and Kubernetes updates the mounted files in place: the
