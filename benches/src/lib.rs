@@ -104,6 +104,7 @@ pub async fn primed_server(
             max_ttl: Duration::from_secs(3600),
             negative_ttl: Duration::from_secs(5),
             stale_if_error: None,
+            backoff: Duration::from_secs(1),
             full_claims,
         },
         None,

@@ -308,6 +308,10 @@ impl FilterFactory {
                 max_ttl: a.cache.max_ttl.0,
                 negative_ttl: a.cache.negative_ttl.0,
                 stale_if_error: a.cache.stale_if_error.map(|d| d.0),
+                backoff: a
+                    .introspection
+                    .as_ref()
+                    .map_or(std::time::Duration::from_secs(1), |i| i.backoff.0),
                 full_claims,
             },
             self.signer.clone(),

@@ -304,8 +304,16 @@ pub struct Introspection {
     #[serde(default = "default_timeout")]
     pub timeout: Dur,
     pub client_auth: IntrospectionClientAuth,
+    /// After a failed call, how long no call goes out (doubling with each further failure,
+    /// up to 30 s): cached tokens are served stale at once, new ones refused at once, then
+    /// one probe. `0s`: every request that needs a call makes one.
+    #[serde(default = "default_backoff")]
+    pub backoff: Dur,
 }
 
+fn default_backoff() -> Dur {
+    Dur::secs(1)
+}
 fn default_accept() -> IntrospectionFormat {
     IntrospectionFormat::TokenIntrospectionJwt
 }

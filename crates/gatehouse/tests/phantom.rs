@@ -166,6 +166,12 @@ async fn rfc9701_response_is_verified_and_forwarded_only_when_asked_for() {
             .await,
         1.0
     );
+    // the entry is counted at once (moka counts an insert only after its pending tasks)
+    assert_eq!(
+        gh.metric("gatehouse_token_cache_entries{authorization_server=\"dev\"}")
+            .await,
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -655,18 +661,18 @@ async fn cache_ttl_bounded_by_exp(store: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn authorization_server_failures_fail_closed_with_503() {
     let s = setup(vec![]).await;
-    let gh = start(
-        &s,
-        &yaml(
-            "token-introspection+jwt",
-            BASIC,
-            "introspection_response",
-            CACHE,
-            "",
-        ),
-        &[],
+    // every fault must reach the server: no breaker holding calls off after the first
+    // (the breaker has its own test, stale_if_error_…)
+    let config = yaml(
+        "token-introspection+jwt",
+        BASIC,
+        "introspection_response",
+        CACHE,
+        "",
     )
-    .await;
+    .replace("timeout: 2s", "timeout: 2s\n      backoff: 0s");
+    assert!(config.contains("backoff: 0s"));
+    let gh = start(&s, &config, &[]).await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
     let f = &s.auth.state.faults;
     for (mode, delay, what) in [
@@ -786,6 +792,81 @@ async fn stale_if_error_keeps_cached_tokens_working_while_the_as_fails() {
     );
     s.auth.state.faults.mode.store(1, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(1300)).await;
+    let calls = s.auth.introspections();
+    // the first stale request tries the server, fails, and gets the cached answer; the
+    // breaker then holds calls off: the next eleven are answered at once, no call made
+    for _ in 0..12 {
+        assert_eq!(
+            c.get(gh.url("/api/x"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    assert_eq!(s.auth.introspections(), calls + 1, "one call, not twelve");
+    assert_eq!(
+        gh.metric("gatehouse_token_cache_total{result=\"stale\"}")
+            .await,
+        12.0
+    );
+    // a token never seen still fails closed, at once and without a call
+    let fresh = s.auth.state.mint("partner-a", None, Default::default());
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&fresh)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(s.auth.introspections(), calls + 1);
+    assert_eq!(
+        gh.metric("gatehouse_introspection_requests_total{result=\"circuit_open\"}")
+            .await,
+        1.0
+    );
+    // the server recovers; after the breaker's wait (1 s) one stale request lets one probe
+    // go, in the background, which refreshes the entry: then hits again
+    s.auth.state.faults.mode.store(0, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let probe = c
+        .get(gh.url("/api/x"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 200, "served stale while the probe runs");
+    let mut refreshed = false;
+    for _ in 0..100 {
+        if gh
+            .metric("gatehouse_introspection_requests_total{result=\"active\"}")
+            .await
+            >= 2.0
+        {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refreshed, "the background probe refreshed the token");
+    assert_eq!(s.auth.introspections(), calls + 2, "one probe");
+    let hits = gh
+        .metric("gatehouse_token_cache_total{result=\"hit\"}")
+        .await;
+    assert_eq!(
+        c.get(gh.url("/api/x"))
+            .bearer_auth(&fresh)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "closed again: new tokens are introspected"
+    );
     assert_eq!(
         c.get(gh.url("/api/x"))
             .bearer_auth(&token)
@@ -796,20 +877,9 @@ async fn stale_if_error_keeps_cached_tokens_working_while_the_as_fails() {
         200
     );
     assert_eq!(
-        gh.metric("gatehouse_token_cache_total{result=\"stale\"}")
+        gh.metric("gatehouse_token_cache_total{result=\"hit\"}")
             .await,
-        1.0
-    );
-    // a token never seen still fails closed
-    let fresh = s.auth.state.mint("partner-a", None, Default::default());
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&fresh)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
+        hits + 1.0
     );
 }
 

@@ -1,5 +1,5 @@
 //! The token cache: keyed by SHA-256 of the token (never the token), per-entry TTL bounded
-//! by the token's `exp`, a short negative TTL, and single-flight loading.
+//! by the token's `exp`, and a short negative TTL.
 //!
 //! [`TokenCache`] is the seam for a shared tier (Redis) across replicas; [`MokaCache`] is
 //! the in-process implementation.
@@ -97,28 +97,18 @@ pub enum Lookup {
     Coalesced,
 }
 
-/// A token cache.
+/// A token store: entries by key. Single flight is not its business (the authorization
+/// server's [`crate::Flights`] serves loads and refreshes alike), so a store is only this.
 #[async_trait]
 pub trait TokenCache: Send + Sync {
     /// The entry for `key`, if present (fresh or stale).
     async fn get(&self, key: &TokenKey) -> Option<CachedToken>;
-    /// The entry for `key`, loading it with `load` on a miss. Concurrent calls for one key
-    /// share a single `load`. Errors are not cached.
-    async fn get_or_load<'a>(
-        &'a self,
-        key: TokenKey,
-        load: std::pin::Pin<
-            Box<
-                dyn std::future::Future<Output = Result<CachedToken, crate::IntrospectError>>
-                    + Send
-                    + 'a,
-            >,
-        >,
-    ) -> Result<(CachedToken, Lookup), crate::IntrospectError>;
     /// Replace the entry for `key`.
     async fn insert(&self, key: TokenKey, value: CachedToken);
-    /// Entries held (approximate).
-    fn entry_count(&self) -> u64;
+    /// Entries held, exactly: a store that defers its bookkeeping (moka) catches up
+    /// first, so call it off the hot path (after a miss, which waited for an
+    /// introspection anyway).
+    async fn entry_count(&self) -> u64;
 }
 
 struct PerEntry;
@@ -166,37 +156,13 @@ impl TokenCache for MokaCache {
         self.cache.get(key).await
     }
 
-    async fn get_or_load<'a>(
-        &'a self,
-        key: TokenKey,
-        load: std::pin::Pin<
-            Box<
-                dyn std::future::Future<Output = Result<CachedToken, crate::IntrospectError>>
-                    + Send
-                    + 'a,
-            >,
-        >,
-    ) -> Result<(CachedToken, Lookup), crate::IntrospectError> {
-        // moka runs exactly one init future per key; the others wait for its result
-        let entry = self
-            .cache
-            .entry(key)
-            .or_try_insert_with(load)
-            .await
-            .map_err(|e: std::sync::Arc<crate::IntrospectError>| (*e).clone())?;
-        let how = if entry.is_fresh() {
-            Lookup::Miss
-        } else {
-            Lookup::Coalesced
-        };
-        Ok((entry.into_value(), how))
-    }
-
     async fn insert(&self, key: TokenKey, value: CachedToken) {
         self.cache.insert(key, value).await;
     }
 
-    fn entry_count(&self) -> u64 {
+    async fn entry_count(&self) -> u64 {
+        // moka counts an insert only once its pending tasks ran
+        self.cache.run_pending_tasks().await;
         self.cache.entry_count()
     }
 }

@@ -14,21 +14,14 @@
 //! - Eviction at capacity: CLOCK (second chance); a hit sets the slot's reference bit.
 //! - Expiry per entry (`keep_for` of the value); expired entries are dropped when read,
 //!   when the clock hand passes them, and a few per insert by a sweeping hand.
-//! - Single flight: concurrent misses for one key share one load; if that load is
-//!   cancelled (its request went away), a waiter takes over.
 
-use crate::cache::{CachedToken, Lookup, TokenCache, TokenKey};
-use crate::IntrospectError;
+use crate::cache::{CachedToken, TokenCache, TokenKey};
 use async_trait::async_trait;
 use hashbrown::HashTable;
-use std::collections::HashMap;
-use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
-use tokio::sync::watch;
 
 /// Most shards; small caches get fewer, so each shard holds at least [`MIN_PER_SHARD`]
 /// entries and an uneven spread of keys does not evict early.
@@ -36,9 +29,6 @@ const MAX_SHARDS: u64 = 64;
 const MIN_PER_SHARD: u64 = 1024;
 /// Slots the sweeping hand checks for expiry on each insert.
 const SWEEP_PER_INSERT: usize = 2;
-
-type Loaded = Result<CachedToken, IntrospectError>;
-type Flight = watch::Sender<Option<Loaded>>;
 
 struct Slot {
     key: TokenKey,
@@ -58,8 +48,6 @@ struct Inner {
     /// The CLOCK hand (eviction) and the sweeping hand (expiry).
     hand: usize,
     sweep: usize,
-    /// Loads in progress, by key.
-    flights: HashMap<TokenKey, Arc<Flight>>,
 }
 
 struct Shard {
@@ -223,23 +211,6 @@ impl CompactCache {
     }
 }
 
-/// Ends a flight whose loader went away before finishing: its waiters wake (the sender
-/// is dropped) and one of them loads instead.
-struct Abandon<'a> {
-    cache: &'a CompactCache,
-    shard: &'a Shard,
-    key: TokenKey,
-    armed: bool,
-}
-
-impl Drop for Abandon<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.cache.lock(self.shard).flights.remove(&self.key);
-        }
-    }
-}
-
 #[async_trait]
 impl TokenCache for CompactCache {
     async fn get(&self, key: &TokenKey) -> Option<CachedToken> {
@@ -249,54 +220,6 @@ impl TokenCache for CompactCache {
         self.get_locked(&mut g, h, key)
     }
 
-    async fn get_or_load<'a>(
-        &'a self,
-        key: TokenKey,
-        load: Pin<Box<dyn Future<Output = Loaded> + Send + 'a>>,
-    ) -> Result<(CachedToken, Lookup), IntrospectError> {
-        let h = self.hash(&key);
-        let shard = self.shard(h);
-        loop {
-            let waiting = {
-                let mut g = self.lock(shard);
-                if let Some(v) = self.get_locked(&mut g, h, &key) {
-                    return Ok((v, Lookup::Hit));
-                }
-                match g.flights.get(&key) {
-                    Some(f) => Some(f.subscribe()),
-                    None => {
-                        g.flights.insert(key, Arc::new(watch::channel(None).0));
-                        None
-                    }
-                }
-            };
-            let Some(mut rx) = waiting else {
-                let mut abandon = Abandon {
-                    cache: self,
-                    shard,
-                    key,
-                    armed: true,
-                };
-                let loaded = load.await;
-                let mut g = self.lock(shard);
-                if let Ok(v) = &loaded {
-                    self.put_locked(&mut g, shard.capacity, h, key, v.clone());
-                }
-                if let Some(f) = g.flights.remove(&key) {
-                    f.send_replace(Some(loaded.clone()));
-                }
-                abandon.armed = false;
-                return loaded.map(|v| (v, Lookup::Miss));
-            };
-            if rx.changed().await.is_ok() {
-                if let Some(r) = rx.borrow().clone() {
-                    return r.map(|v| (v, Lookup::Coalesced));
-                }
-            }
-            // the loader went away without an answer: look again, perhaps load
-        }
-    }
-
     async fn insert(&self, key: TokenKey, value: CachedToken) {
         let h = self.hash(&key);
         let shard = self.shard(h);
@@ -304,7 +227,7 @@ impl TokenCache for CompactCache {
         self.put_locked(&mut g, shard.capacity, h, key, value);
     }
 
-    fn entry_count(&self) -> u64 {
+    async fn entry_count(&self) -> u64 {
         self.entries.load(Ordering::Relaxed)
     }
 }
@@ -313,7 +236,6 @@ impl TokenCache for CompactCache {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
     fn entry(keep_ms: u64) -> CachedToken {
@@ -339,13 +261,13 @@ mod tests {
         let b = entry(60_000);
         c.insert(key(1), b.clone()).await;
         assert!(c.get(&key(1)).await.unwrap().same(&b));
-        assert_eq!(c.entry_count(), 1);
+        assert_eq!(c.entry_count().await, 1);
         // a short-lived entry is gone once its keep_for has passed
         c.insert(key(2), entry(30)).await;
         assert!(c.get(&key(2)).await.is_some());
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(c.get(&key(2)).await.is_none());
-        assert_eq!(c.entry_count(), 1);
+        assert_eq!(c.entry_count().await, 1);
         assert!(c.get(&key(1)).await.is_some());
     }
 
@@ -357,10 +279,10 @@ mod tests {
         for n in 1..20_000 {
             assert!(c.get(&key(0)).await.is_some(), "evicted after {n} inserts");
             c.insert(key(n), entry(60_000)).await;
-            assert!(c.entry_count() <= 4096);
+            assert!(c.entry_count().await <= 4096);
         }
         // every shard is full
-        assert_eq!(c.entry_count(), 4096);
+        assert_eq!(c.entry_count().await, 4096);
         // slots are reused, never grown past the capacity
         let slots: usize = c.shards.iter().map(|s| c.lock(s).slots.len()).sum();
         assert_eq!(slots, 4096);
@@ -378,87 +300,6 @@ mod tests {
         }
         // two slots checked per insert (~300 inserts per shard against ~16 expired slots):
         // every shard's sweeping hand has passed all its expired slots
-        assert_eq!(c.entry_count(), 20_000);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_misses_make_one_load_and_errors_are_not_kept() {
-        let c = Arc::new(CompactCache::new(1000));
-        let loads = Arc::new(AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..50 {
-            let (c, loads) = (c.clone(), loads.clone());
-            tasks.push(tokio::spawn(async move {
-                c.get_or_load(
-                    key(7),
-                    Box::pin(async move {
-                        loads.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(entry(60_000))
-                    }),
-                )
-                .await
-                .unwrap()
-                .1
-            }));
-        }
-        let mut how = Vec::new();
-        for t in tasks {
-            how.push(t.await.unwrap());
-        }
-        assert_eq!(loads.load(Ordering::SeqCst), 1);
-        assert_eq!(how.iter().filter(|h| **h == Lookup::Miss).count(), 1);
-        assert!(c.get(&key(7)).await.is_some());
-
-        // a failed load is shared with its waiters but not cached
-        for expect_calls in 1..=2 {
-            let calls = Arc::new(AtomicUsize::new(0));
-            let n = calls.clone();
-            let r = c
-                .get_or_load(
-                    key(8),
-                    Box::pin(async move {
-                        n.fetch_add(1, Ordering::SeqCst);
-                        Err(IntrospectError::Timeout)
-                    }),
-                )
-                .await;
-            assert!(matches!(r, Err(IntrospectError::Timeout)));
-            assert_eq!(calls.load(Ordering::SeqCst), 1, "round {expect_calls}");
-        }
-        assert!(c.get(&key(8)).await.is_none());
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_waiter_takes_over_when_the_loader_goes_away() {
-        let c = Arc::new(CompactCache::new(1000));
-        let started = Arc::new(tokio::sync::Notify::new());
-        let s = started.clone();
-        let c1 = c.clone();
-        let stuck = tokio::spawn(async move {
-            c1.get_or_load(
-                key(9),
-                Box::pin(async move {
-                    s.notify_one();
-                    std::future::pending::<()>().await;
-                    Ok(entry(60_000))
-                }),
-            )
-            .await
-        });
-        started.notified().await;
-        let c2 = c.clone();
-        let waiter = tokio::spawn(async move {
-            c2.get_or_load(key(9), Box::pin(async { Ok(entry(60_000)) }))
-                .await
-                .unwrap()
-                .1
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        stuck.abort();
-        assert!(stuck.await.unwrap_err().is_cancelled());
-        assert_eq!(waiter.await.unwrap(), Lookup::Miss);
-        assert!(c.get(&key(9)).await.is_some());
-        assert!(c.lock(c.shard(c.hash(&key(9)))).flights.is_empty());
+        assert_eq!(c.entry_count().await, 20_000);
     }
 }

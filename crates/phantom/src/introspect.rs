@@ -24,6 +24,9 @@ pub enum IntrospectError {
     BadResponse(&'static str),
     #[error("introspection response signature is invalid: {0}")]
     BadSignature(String),
+    /// Not attempted: the last call failed and the breaker holds calls off for a while.
+    #[error("the authorization server failed recently; not called again yet")]
+    CircuitOpen,
 }
 
 impl IntrospectError {
@@ -35,6 +38,7 @@ impl IntrospectError {
             Self::Status(_) => "error_status",
             Self::BadResponse(_) => "bad_response",
             Self::BadSignature(_) => "bad_signature",
+            Self::CircuitOpen => "circuit_open",
         }
     }
 }

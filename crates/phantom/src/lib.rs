@@ -3,13 +3,17 @@
 //! the answer, and forwards a JWT that only the internal network ever sees.
 #![forbid(unsafe_code)]
 
+mod breaker;
 mod cache;
 mod compact;
+mod flight;
 mod introspect;
 mod signer;
 
+pub use breaker::Breaker;
 pub use cache::{CachedToken, Lookup, MokaCache, TokenCache, TokenKey};
 pub use compact::CompactCache;
+pub use flight::Flights;
 pub use introspect::{
     classify, client_assertion, signing_key, Body, ClientAuth, IntrospectError, Introspected,
     Introspector,
@@ -31,6 +35,8 @@ pub struct CachePolicy {
     pub max_ttl: Duration,
     pub negative_ttl: Duration,
     pub stale_if_error: Option<Duration>,
+    /// After a failed introspection, how long no call goes out ([`Breaker`]).
+    pub backoff: Duration,
     /// Keep every claim of a cached token (as JSON text), not only those the request path
     /// reads (`exp`, `cnf`, scopes, `client_id`, `sub`): needed when a route's claims rules
     /// ask for others (roles, exact values, claim headers). ~300 bytes per cached token.
@@ -43,8 +49,10 @@ pub struct AuthServer {
     pub name: String,
     introspector: Introspector,
     cache: Arc<dyn TokenCache>,
-    /// Single-flight for refreshes of stale entries (short-lived).
-    refresh: MokaCache,
+    /// One introspection per token at a time, for first uses and refreshes alike.
+    flights: Flights<Result<CachedToken, IntrospectError>>,
+    /// Holds attempts off after a failure (stale answers and 503s at once meanwhile).
+    breaker: Breaker,
     policy: CachePolicy,
     signer: Option<Arc<Signer>>,
     metrics: Metrics,
@@ -63,7 +71,8 @@ impl AuthServer {
             name,
             introspector,
             cache,
-            refresh: MokaCache::new(10_000),
+            flights: Flights::default(),
+            breaker: Breaker::new(policy.backoff),
             policy,
             signer,
             metrics,
@@ -160,94 +169,105 @@ impl AuthServer {
     }
 
     /// The state of `token`: from the cache when fresh, else introspected (one call per
-    /// token however many requests ask at once).
+    /// token however many requests ask at once). While the authorization server fails,
+    /// a cached active token within its stale-if-error window is served at once and
+    /// refreshed in the background by the breaker's probe, and an unknown one is refused
+    /// without waiting for a call that would fail.
     pub async fn lookup(
-        &self,
+        self: &Arc<Self>,
         token: &str,
         forward: &Forward,
     ) -> Result<CachedToken, IntrospectError> {
         let key = cache_key(token, forward);
         let count = |r: &str| self.metrics.token_cache.with_label_values(&[r]).inc();
-        if let Some(e) = self.cache.get(&key).await {
-            if e.is_fresh(Instant::now()) {
+        let now = Instant::now();
+        let cached = self.cache.get(&key).await;
+        if let Some(e) = &cached {
+            if e.is_fresh(now) {
                 count(if e.claims().is_some() {
                     "hit"
                 } else {
                     "negative_hit"
                 });
+                return Ok(e.clone());
+            }
+        }
+        // stale: an active token may still be served while the server fails
+        let stale = cached.filter(|e| {
+            e.claims()
+                .is_some_and(|c| c.exp().is_none_or(|x| x > gatehouse_jwt::now()))
+        });
+        if self.breaker.is_open() {
+            let probe = self.breaker.attempt(now);
+            if let Some(e) = stale {
+                if probe {
+                    // the client does not wait for the probe
+                    let (server, token, forward) =
+                        (self.clone(), token.to_owned(), forward.clone());
+                    tokio::spawn(async move {
+                        let _ = server.call(key, &token, &forward).await;
+                    });
+                }
+                count("stale");
                 return Ok(e);
             }
-            // stale: refresh once (single-flight), fall back to the stale entry on error
-            let refreshed = self
-                .refresh
-                .get_or_load(key, Box::pin(self.load(token, forward)))
-                .await;
-            return match refreshed {
-                Ok((fresh, Lookup::Miss)) => {
-                    // this request ran the refresh
-                    self.cache.insert(key, fresh.clone()).await;
-                    self.refresh_done(&key).await;
-                    count("miss");
-                    Ok(fresh)
-                }
-                Ok((fresh, _)) if fresh.is_fresh(Instant::now()) => {
-                    // waited for a refresh another request ran
-                    count("coalesced");
-                    Ok(fresh)
-                }
-                Ok(_) => {
-                    // the refresh finished between our two reads (what the refresh slot
-                    // holds now is its spent marker): the main cache has the result
-                    match self.cache.get(&key).await {
-                        Some(now) if now.is_fresh(Instant::now()) => {
-                            count("hit");
-                            Ok(now)
-                        }
-                        _ => {
-                            let fresh = self.load(token, forward).await?;
-                            self.cache.insert(key, fresh.clone()).await;
-                            count("miss");
-                            Ok(fresh)
-                        }
-                    }
-                }
-                Err(err) => {
-                    let usable = e
-                        .claims()
-                        .is_some_and(|c| c.exp().is_none_or(|x| x > gatehouse_jwt::now()));
-                    if usable {
-                        count("stale");
-                        Ok(e)
-                    } else {
-                        Err(err)
-                    }
-                }
-            };
+            if !probe {
+                self.metrics
+                    .introspection_requests
+                    .with_label_values(&["circuit_open"])
+                    .inc();
+                return Err(IntrospectError::CircuitOpen);
+            }
         }
-        let (e, how) = self
-            .cache
-            .get_or_load(key, Box::pin(self.load(token, forward)))
-            .await?;
-        count(match how {
-            Lookup::Miss => "miss",
-            Lookup::Coalesced => "coalesced",
-            Lookup::Hit => "hit",
-        });
-        self.metrics
-            .token_cache_entries
-            .with_label_values(&[&self.name])
-            .set(self.cache.entry_count() as i64);
-        Ok(e)
+        match self.call(key, token, forward).await {
+            Ok((fresh, how)) => {
+                count(match how {
+                    Lookup::Coalesced => "coalesced",
+                    _ => "miss",
+                });
+                Ok(fresh)
+            }
+            Err(err) => match stale {
+                Some(e) => {
+                    count("stale");
+                    Ok(e)
+                }
+                None => Err(err),
+            },
+        }
     }
 
-    async fn refresh_done(&self, key: &TokenKey) {
-        // the refresh slot only coalesces concurrent refreshes; drop it once done
-        self.refresh
-            .insert(
-                *key,
-                CachedToken::inactive(Instant::now(), Duration::from_millis(1)),
-            )
+    /// Introspect `token` (one call per key at a time), cache the answer and tell the
+    /// breaker how it went.
+    async fn call(
+        &self,
+        key: TokenKey,
+        token: &str,
+        forward: &Forward,
+    ) -> Result<(CachedToken, Lookup), IntrospectError> {
+        let (result, how) = self
+            .flights
+            .run(key, async {
+                let result = self.load(token, forward).await;
+                match &result {
+                    Ok(entry) => {
+                        self.breaker.succeeded();
+                        self.cache.insert(key, entry.clone()).await;
+                        self.metrics
+                            .token_cache_entries
+                            .with_label_values(&[&self.name])
+                            .set(self.cache.entry_count().await as i64);
+                    }
+                    Err(e) => {
+                        // once per failed call, not per request refused meanwhile
+                        tracing::warn!(authorization_server = %self.name, "introspection failed: {e}");
+                        self.breaker.failed(Instant::now());
+                    }
+                }
+                result
+            })
             .await;
+        result.map(|e| (e, how))
     }
 }
 
@@ -319,8 +339,8 @@ impl Filter for PhantomTokenFilter {
         };
         let entry = match self.server.lookup(token, &self.forward).await {
             Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(authorization_server = %self.server.name, "introspection failed: {e}");
+            // (the failed call was logged once, where it was made)
+            Err(_) => {
                 return Verdict::Reject(Rejection::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",
