@@ -91,7 +91,7 @@ mod tests {
             }));
         }
         // every task is in: 49 wait on the one call
-        while f.len() == 0 || calls.load(Ordering::SeqCst) == 0 {
+        while f.is_empty() || calls.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
