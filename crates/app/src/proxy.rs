@@ -421,6 +421,12 @@ impl ProxyHttp for Chain {
             let parts: &http::request::Parts = session.req_header();
             for f in &route.filters {
                 if let Verdict::Reject(r) = f.check(parts, &mut ctx.req).await {
+                    debug_assert!(
+                        f.reasons().contains(&r.reason),
+                        "{} refused with the undeclared reason {}",
+                        f.name(),
+                        r.reason
+                    );
                     rejected = Some((f.name(), r));
                     break;
                 }

@@ -180,6 +180,12 @@ impl Runtime {
                 .map(|h| HeaderName::from_static(h))
                 .collect();
             for f in &built {
+                // this route's refusal series exist from the start, at 0
+                for reason in f.reasons() {
+                    metrics
+                        .rejections
+                        .with_label_values(&[&r.name, f.name(), reason]);
+                }
                 for h in f.owned_headers() {
                     if !owned.contains(&h) {
                         owned.push(h);

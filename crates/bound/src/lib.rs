@@ -50,6 +50,15 @@ impl Filter for CertBoundFilter {
         "cert_bound_token"
     }
 
+    fn reasons(&self) -> Vec<&'static str> {
+        vec![
+            "cnf_mismatch",
+            "cnf_missing",
+            "no_client_certificate",
+            "no_token",
+        ]
+    }
+
     async fn check(&self, _req: &http::request::Parts, ctx: &mut RequestCtx) -> Verdict {
         if self.mode == BindingMode::Off {
             return Verdict::Continue;
@@ -149,6 +158,10 @@ fn header_value(v: &Value) -> Option<HeaderValue> {
 impl Filter for ClaimsFilter {
     fn name(&self) -> &'static str {
         "claims"
+    }
+
+    fn reasons(&self) -> Vec<&'static str> {
+        vec!["insufficient_scope", "missing_role", "claim_mismatch"]
     }
 
     async fn check(&self, _req: &http::request::Parts, ctx: &mut RequestCtx) -> Verdict {

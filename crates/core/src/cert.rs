@@ -35,6 +35,23 @@ pub enum CertFailure {
 }
 
 impl CertFailure {
+    /// Every failure.
+    pub const ALL: [CertFailure; 13] = [
+        Self::Missing,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::UnknownCa,
+        Self::InvalidCa,
+        Self::Revoked,
+        Self::RevocationUnknown,
+        Self::ChainTooLong,
+        Self::WrongKeyUsage,
+        Self::IdentityNotAllowed,
+        Self::WeakKey,
+        Self::BadSignature,
+        Self::Invalid,
+    ];
+
     /// The machine reason used in the JSON body and the metric label.
     pub fn reason(self) -> &'static str {
         match self {

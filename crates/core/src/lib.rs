@@ -213,6 +213,13 @@ pub trait Filter: Send + Sync {
     fn verifies_client_cert(&self) -> bool {
         false
     }
+
+    /// Every `reason` this filter's refusals carry: the metric series of a configured
+    /// filter start at 0 (an alert on `rate(...)` sees 0, not "no data"), and debug builds
+    /// check that no refusal carries an undeclared one.
+    fn reasons(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

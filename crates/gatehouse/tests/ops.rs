@@ -550,6 +550,19 @@ async fn a_second_gatehouse_on_taken_addresses_fails_to_start() {
 async fn metrics_pass_promtool_check() {
     let (pki, _ua, _ub, vars) = setup().await;
     let gh = Proxy::start(&yaml("a", ""), &vars).await;
+    // before any request, the series with known label values are there at 0: an alert on
+    // rate(...) sees 0, not "no data"
+    let fresh = gh.metrics().await;
+    for series in [
+        "gatehouse_introspection_requests_total{result=\"timeout\"} 0",
+        "gatehouse_introspection_requests_total{result=\"circuit_open\"} 0",
+        "gatehouse_token_cache_total{result=\"stale\"} 0",
+        "gatehouse_config_reloads_total{result=\"failure\"} 0",
+        "gatehouse_rejections_total{filter=\"client_cert\",reason=\"unknown_ca\",route=\"api\"} 0",
+        "gatehouse_rejections_total{filter=\"client_cert\",reason=\"identity_not_allowed\",route=\"api\"} 0",
+    ] {
+        assert!(fresh.contains(series), "{series} missing from:\n{fresh}");
+    }
     // produce a few series of every kind
     let c = pki.client(Some(&pki.pki.partner_a));
     assert_eq!(c.get(gh.url("/api/x")).send().await.unwrap().status(), 200);

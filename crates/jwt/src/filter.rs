@@ -33,6 +33,14 @@ impl JwtFilter {
     }
 }
 
+/// Every reason of [`bearer_rejection`].
+pub const BEARER_REASONS: [&str; 4] = [
+    "missing_token",
+    "duplicate_authorization",
+    "authorization_too_long",
+    "malformed_authorization",
+];
+
 /// The RFC 6750 rejection for a bad `Authorization` header.
 pub fn bearer_rejection(e: BearerError) -> Rejection {
     match e {
@@ -62,6 +70,13 @@ pub fn bearer_rejection(e: BearerError) -> Rejection {
 impl Filter for JwtFilter {
     fn name(&self) -> &'static str {
         "jwt"
+    }
+
+    fn reasons(&self) -> Vec<&'static str> {
+        let mut r = BEARER_REASONS.to_vec();
+        r.extend(crate::JWT_REASONS);
+        r.push("temporarily_unavailable");
+        r
     }
 
     async fn check(&self, req: &http::request::Parts, ctx: &mut RequestCtx) -> Verdict {

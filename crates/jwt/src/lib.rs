@@ -13,7 +13,7 @@
 mod filter;
 mod keys;
 
-pub use filter::{bearer_rejection, JwtFilter};
+pub use filter::{bearer_rejection, JwtFilter, BEARER_REASONS};
 pub use keys::{KeySource, KeyStore};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -53,6 +53,23 @@ pub enum JwtError {
     #[error("signing keys are unavailable")]
     KeysUnavailable,
 }
+
+/// Every reason of a JWT that does not verify ([`JwtError::reason`]).
+pub const JWT_REASONS: [&str; 13] = [
+    "malformed_jwt",
+    "algorithm_not_allowed",
+    "unknown_kid",
+    "key_mismatch",
+    "bad_signature",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_issued_in_future",
+    "wrong_issuer",
+    "wrong_audience",
+    "wrong_typ",
+    "missing_claim",
+    "jwks_unavailable",
+];
 
 impl JwtError {
     /// Metric label.

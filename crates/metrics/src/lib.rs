@@ -355,6 +355,26 @@ impl Metrics {
             "The loaded configuration's SHA-256.",
             &["sha256"],
         );
+        // families whose label values are fixed start with every series at 0, so an alert
+        // on `rate(...)` sees 0 rather than "no data" before the first event
+        for result in [
+            "active",
+            "inactive",
+            "timeout",
+            "unreachable",
+            "error_status",
+            "bad_response",
+            "bad_signature",
+            "circuit_open",
+        ] {
+            introspection_requests.with_label_values(&[result]);
+        }
+        for result in ["hit", "miss", "coalesced", "negative_hit", "stale"] {
+            token_cache.with_label_values(&[result]);
+        }
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
         Self {
             registry: r,
             requests,
@@ -524,11 +544,10 @@ mod tests {
         ));
         assert!(text.contains("gatehouse_config_info{sha256=\"def\"} 1"));
         assert!(!text.contains("sha256=\"abc\""));
-        assert_eq!(
-            m.registry().gather().len(),
-            4,
-            "unlabelled families and the two with series"
-        );
+        // the unlabelled families, the two given series here, and the three whose fixed
+        // label values start at 0 (introspection results, token cache results, reloads)
+        assert_eq!(m.registry().gather().len(), 7);
+        assert!(text.contains("gatehouse_token_cache_total{result=\"stale\"} 0"));
         assert_eq!(status_class(503), "5xx");
     }
 }

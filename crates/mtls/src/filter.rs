@@ -340,6 +340,13 @@ impl Filter for ClientCertFilter {
         "client_cert"
     }
 
+    fn reasons(&self) -> Vec<&'static str> {
+        gatehouse_core::CertFailure::ALL
+            .iter()
+            .map(|f| f.reason())
+            .collect()
+    }
+
     fn verifies_client_cert(&self) -> bool {
         self.route_trust.is_some()
     }

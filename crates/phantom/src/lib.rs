@@ -327,6 +327,12 @@ impl Filter for PhantomTokenFilter {
         "phantom_token"
     }
 
+    fn reasons(&self) -> Vec<&'static str> {
+        let mut r = gatehouse_jwt::BEARER_REASONS.to_vec();
+        r.extend(["temporarily_unavailable", "token_inactive", "token_expired"]);
+        r
+    }
+
     async fn check(&self, req: &http::request::Parts, ctx: &mut RequestCtx) -> Verdict {
         let values = req
             .headers
