@@ -404,7 +404,7 @@ def cross_check(objs, cfg, secrets, configmaps):
     try:
         grace, shut = dur(srv.get("grace_period", "0s")), dur(srv.get("shutdown_timeout", "0s"))
         # drain_delay (optional): /readyz 503 while still accepting, before the grace period.
-        drain = dur(srv.get("drain_delay", "0s"))
+        drain = dur(srv.get("drain_delay", "5s"))
     except ValueError as e:
         fail(f"gatehouse.yaml server: {e}")
         grace = shut = drain = 0

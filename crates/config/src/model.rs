@@ -94,8 +94,11 @@ fn default_grace() -> Dur {
 fn default_shutdown_timeout() -> Dur {
     Dur::secs(5)
 }
+/// Long enough for Kubernetes to see `/readyz` fail and take the pod out of the Service's
+/// endpoints (and kube-proxy and load balancers to follow) before the listeners close, so
+/// no new connection is refused; 0 when a preStop hook already waits.
 fn default_drain_delay() -> Dur {
-    Dur::secs(0)
+    Dur::secs(5)
 }
 fn default_true() -> bool {
     true

@@ -348,8 +348,9 @@ async fn the_binary_reloads_on_sighup_logs_json_and_drains_on_sigterm() {
     let config = |upstream: &str| {
         render(&pki, upstream, &ua, &ub, port, admin)
             .replace("access_log: off", &format!("access_log: {log}"))
-            .replace("grace_period: 1s", "grace_period: 1s, drain_delay: 2s")
     };
+    // the default drain_delay: /readyz must answer 503 (not be refused) after SIGTERM
+    assert!(!config("a").contains("drain_delay"));
     let file = pki.path("gatehouse.yaml");
     std::fs::write(&file, config("a")).unwrap();
     let mut child = spawn_gatehouse(&file, &[], "warn");
@@ -425,8 +426,11 @@ async fn the_binary_reloads_on_sighup_logs_json_and_drains_on_sigterm() {
         200,
         "still serving during the drain"
     );
+    // the admin listener answers (503) for the whole drain, not only at its start
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(readyz(admin).await, 503, "/readyz answers during the drain");
     let mut exited = None;
-    for _ in 0..200 {
+    for _ in 0..300 {
         if let Some(status) = child.0.try_wait().unwrap() {
             exited = Some(status);
             break;
