@@ -1,10 +1,11 @@
 //! One JSON line per request. Never the token: only its `client_id`/`sub` claims.
 
 use gatehouse_core::RequestCtx;
+use parking_lot::Mutex;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Where access-log lines go.
 #[derive(Clone)]
@@ -68,9 +69,8 @@ impl AccessLog {
                 let _ = std::io::stdout().lock().write_all(&bytes);
             }
             Self::File(f) => {
-                if let Ok(mut f) = f.lock() {
-                    let _ = f.write_all(&bytes);
-                }
+                let mut f = f.lock();
+                let _ = f.write_all(&bytes);
             }
         }
     }

@@ -65,14 +65,14 @@ pub struct FilterFactory {
     max_authorization_header: usize,
     signer: Option<Arc<gatehouse_phantom::Signer>>,
     auth_servers:
-        std::sync::Mutex<std::collections::HashMap<String, Arc<gatehouse_phantom::AuthServer>>>,
-    verifiers: std::sync::Mutex<std::collections::HashMap<String, Arc<gatehouse_jwt::Verifier>>>,
+        parking_lot::Mutex<std::collections::HashMap<String, Arc<gatehouse_phantom::AuthServer>>>,
+    verifiers: parking_lot::Mutex<std::collections::HashMap<String, Arc<gatehouse_jwt::Verifier>>>,
     /// Token caches and JWKS key stores by authorization server, with the fingerprint of
     /// what their content depends on. A reload hands them to the next factory, which keeps
     /// those whose fingerprint is unchanged: a SIGHUP does not send every partner's token
     /// back to the authorization server, nor forget the signing keys.
-    caches: std::sync::Mutex<Carried<SharedCache>>,
-    key_stores: std::sync::Mutex<Carried<gatehouse_jwt::KeyStore>>,
+    caches: parking_lot::Mutex<Carried<SharedCache>>,
+    key_stores: parking_lot::Mutex<Carried<gatehouse_jwt::KeyStore>>,
     carried_caches: Carried<SharedCache>,
     carried_key_stores: Carried<gatehouse_jwt::KeyStore>,
 }
@@ -96,7 +96,7 @@ fn fingerprint(settings: &impl std::fmt::Debug, files: &[Option<&str>]) -> u64 {
 /// in `now` for the next reload.
 fn reuse<T: ?Sized>(
     carried: &Carried<T>,
-    now: &std::sync::Mutex<Carried<T>>,
+    now: &parking_lot::Mutex<Carried<T>>,
     name: &str,
     fp: u64,
     make: impl FnOnce() -> Result<Arc<T>, String>,
@@ -105,9 +105,7 @@ fn reuse<T: ?Sized>(
         Some((f, v)) if *f == fp => v.clone(),
         _ => make()?,
     };
-    now.lock()
-        .map_err(|_| "lock")?
-        .insert(name.to_owned(), (fp, v.clone()));
+    now.lock().insert(name.to_owned(), (fp, v.clone()));
     Ok(v)
 }
 
@@ -146,12 +144,8 @@ impl FilterFactory {
     /// settings did not change (reload).
     pub(crate) fn new_after(c: &Config, prev: &FilterFactory) -> Result<Self, BuildError> {
         let mut f = Self::new(c)?;
-        f.carried_caches = prev.caches.lock().map(|m| m.clone()).unwrap_or_default();
-        f.carried_key_stores = prev
-            .key_stores
-            .lock()
-            .map(|m| m.clone())
-            .unwrap_or_default();
+        f.carried_caches = prev.caches.lock().clone();
+        f.carried_key_stores = prev.key_stores.lock().clone();
         Ok(f)
     }
 
@@ -199,7 +193,7 @@ impl FilterFactory {
         a: &gatehouse_config::AuthorizationServer,
         metrics: &Metrics,
     ) -> Result<Option<Arc<gatehouse_jwt::Verifier>>, String> {
-        if let Some(v) = self.verifiers.lock().map_err(|_| "lock")?.get(name) {
+        if let Some(v) = self.verifiers.lock().get(name) {
             return Ok(Some(v.clone()));
         }
         let source = match (&a.jwks_uri, &a.jwks_file) {
@@ -247,10 +241,7 @@ impl FilterFactory {
             a.leeway.0,
             secret.as_deref().map(str::as_bytes),
         ));
-        self.verifiers
-            .lock()
-            .map_err(|_| "lock")?
-            .insert(name.to_owned(), v.clone());
+        self.verifiers.lock().insert(name.to_owned(), v.clone());
         Ok(Some(v))
     }
 
@@ -260,7 +251,7 @@ impl FilterFactory {
         name: &str,
         metrics: &Metrics,
     ) -> Result<Arc<gatehouse_phantom::AuthServer>, String> {
-        if let Some(s) = self.auth_servers.lock().map_err(|_| "lock")?.get(name) {
+        if let Some(s) = self.auth_servers.lock().get(name) {
             return Ok(s.clone());
         }
         let a = c
@@ -319,7 +310,6 @@ impl FilterFactory {
         ));
         self.auth_servers
             .lock()
-            .map_err(|_| "lock")?
             .insert(name.to_owned(), server.clone());
         Ok(server)
     }

@@ -13,10 +13,11 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use gatehouse_config::{ClientCertMode, Config};
 use gatehouse_metrics::Metrics;
+use parking_lot::Mutex;
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The listener facts a reload may not change.
@@ -134,7 +135,7 @@ impl Reloader {
     /// contents become the ones compared against next time, whether or not the reload
     /// they cause succeeds: a broken file is reported once, not every interval.
     fn files_changed(&self) -> bool {
-        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        let mut watched = self.watched.lock();
         let mut changed = false;
         for (path, seen) in watched.iter_mut() {
             if let Some(now) = digest(path) {
@@ -150,10 +151,7 @@ impl Reloader {
     /// Reload from the file. On error nothing changes; the errors are returned (and
     /// logged, and counted in `gatehouse_config_reloads_total{result="failure"}`).
     pub fn reload(&self) -> Result<(), Vec<String>> {
-        let _one_at_a_time = self
-            .lock
-            .lock()
-            .map_err(|_| vec!["reload lock poisoned".to_owned()])?;
+        let _one_at_a_time = self.lock.lock();
         let res = self.try_reload();
         match &res {
             Ok(hash) => {
@@ -195,11 +193,7 @@ impl Reloader {
                 "listeners (names, addresses, TLS, client_auth.mode) and the admin address cannot change on reload: restart or upgrade".to_owned(),
             ]);
         }
-        let prev = self
-            .factory
-            .lock()
-            .map(|f| f.clone())
-            .map_err(|_| vec!["factory lock poisoned".to_owned()])?;
+        let prev = self.factory.lock().clone();
         let factory = FilterFactory::new_after(c, &prev).map_err(|e| vec![e.to_string()])?;
         let runtime = Runtime::build(c, &self.metrics, &factory, Some(&self.runtime.load()))
             .map_err(|e| vec![e.to_string()])?;
@@ -218,14 +212,15 @@ impl Reloader {
         }
         // everything built: swap
         self.runtime.store(Arc::new(runtime));
-        if let Ok(mut f) = self.factory.lock() {
+        {
+            let mut f = self.factory.lock();
             *f = Arc::new(factory);
         }
         for ((_, shared), m) in self.tls.iter().zip(materials) {
             shared.store(Arc::new(m));
         }
         crate::tls::publish_server_cert_expiry(&self.metrics, &loaded.config);
-        *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = fingerprints(c);
+        *self.watched.lock() = fingerprints(c);
         Ok(loaded.hash)
     }
 }

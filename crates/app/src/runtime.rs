@@ -69,13 +69,10 @@ pub struct Runtime {
     pub jwks: Option<Arc<str>>,
 }
 
-/// Headers that are always removed from client requests: a client must never be able to
-/// pose as Gatehouse towards the upstream.
+/// Headers that are always removed from client requests, besides the certificate headers
+/// ([`gatehouse_mtls::CERT_HEADERS`]): a client must never be able to pose as Gatehouse
+/// towards the upstream.
 pub const ALWAYS_STRIPPED: &[&str] = &[
-    "client-cert",
-    "client-cert-chain",
-    "x-forwarded-client-cert",
-    "x-ssl-client-cert",
     "x-gatehouse-route",
     // the edge owns what the upstream learns about the client: see `forwarded_headers`
     "forwarded",
@@ -175,8 +172,9 @@ impl Runtime {
                     BuildError::Config(format!("routes[{i}].filters[{j}] ({}): {e}", f.kind()))
                 })?);
             }
-            let mut owned: Vec<HeaderName> = ALWAYS_STRIPPED
+            let mut owned: Vec<HeaderName> = gatehouse_mtls::CERT_HEADERS
                 .iter()
+                .chain(ALWAYS_STRIPPED)
                 .map(|h| HeaderName::from_static(h))
                 .collect();
             for f in &built {

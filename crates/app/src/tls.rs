@@ -113,7 +113,8 @@ pub type SharedTls = Arc<ArcSwap<TlsMaterial>>;
 /// TLS 1.3 session (a stateless ticket) brings back the leaf but not its chain, and the
 /// chain is needed to verify the leaf again against root-only CA bundles. One table per
 /// listener, shared by its shards (a session may resume on any of them).
-pub(crate) type Chains = Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], Arc<Vec<X509>>>>>;
+pub(crate) type Chains =
+    Arc<parking_lot::Mutex<std::collections::HashMap<[u8; 32], Arc<Vec<X509>>>>>;
 
 struct Acceptor {
     listener: String,
@@ -144,7 +145,7 @@ impl Acceptor {
                 .digest(openssl::hash::MessageDigest::sha256())
                 .ok()
                 .and_then(|d| <[u8; 32]>::try_from(&d[..]).ok())
-                .and_then(|key| self.chains.lock().ok()?.get(&key).cloned());
+                .and_then(|key| self.chains.lock().get(&key).cloned());
             if let Some(c) = remembered {
                 return (c.as_ref().clone(), false);
             }
@@ -156,7 +157,8 @@ impl Acceptor {
 /// Remember the chain a leaf came with (verified in this process, or carried in a session
 /// ticket from a full handshake a replica verified), for its resumed sessions.
 pub(crate) fn remember_chain(chains: &Chains, key: [u8; 32], chain: Vec<X509>) {
-    if let Ok(mut chains) = chains.lock() {
+    {
+        let mut chains = chains.lock();
         gatehouse_core::make_room(&mut chains, MAX_CHAINS);
         chains.insert(key, Arc::new(chain));
     }

@@ -268,17 +268,29 @@ fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> 
 
 /// Read a secret named in the config: from `file` (trailing newline trimmed) or the
 /// environment variable `env`.
+/// The one secret reader: validation (`check`) and the build both read secrets with it, so
+/// they cannot disagree about what is usable. An empty secret is not.
 pub fn read_secret(file: Option<&str>, env: Option<&str>) -> Result<String, String> {
-    match (file, env) {
+    let secret = match (file, env) {
         (Some(f), None) => std::fs::read_to_string(f)
             .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-            .map_err(|e| format!("cannot read secret file {f}: {e}")),
+            .map_err(|e| format!("cannot read secret file {f}: {e}"))?,
         (None, Some(v)) => {
-            std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))
+            std::env::var(v).map_err(|_| format!("environment variable {v} is not set"))?
         }
-        (Some(_), Some(_)) => Err("give either a secret file or an env var, not both".to_owned()),
-        (None, None) => Err("a secret file or env var is required".to_owned()),
+        (Some(_), Some(_)) => {
+            return Err("give either a secret file or an env var, not both".to_owned())
+        }
+        (None, None) => return Err("a secret file or env var is required".to_owned()),
+    };
+    if secret.is_empty() {
+        return Err(match (file, env) {
+            (Some(f), _) => format!("the secret file {f} is empty"),
+            (_, Some(v)) => format!("environment variable {v} is empty"),
+            _ => "the secret is empty".to_owned(),
+        });
     }
+    Ok(secret)
 }
 
 #[cfg(test)]

@@ -378,8 +378,8 @@ pub enum CacheStore {
     /// moka: TinyLFU admission, LRU eviction, per-entry expiry.
     #[default]
     Moka,
-    /// Gatehouse's compact table for many tokens: ~60 bytes of bookkeeping per token
-    /// instead of ~420, CLOCK eviction, per-entry expiry.
+    /// Gatehouse's compact table for many tokens: a fraction of moka's bookkeeping per
+    /// token (figures in benches/README.md), CLOCK eviction, per-entry expiry.
     Compact,
 }
 

@@ -525,3 +525,36 @@ fn duplicate_keys_and_unclosed_quotes_are_reported_where_they_are() {
         None
     );
 }
+
+/// `check` reads secrets with the reader the build uses: an empty secret file is refused
+/// at its field, as a missing one is.
+#[test]
+fn secrets_are_checked_by_the_reader_the_build_uses() {
+    let dir = std::env::temp_dir().join(format!("gatehouse-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok();
+    let empty = dir.join("empty-secret");
+    std::fs::write(&empty, "\n").ok();
+    let text = MINIMAL.replace(
+        "upstreams:",
+        &format!(
+            "authorization_servers:\n  as:\n    issuer: https://as.example\n    jwks_uri: https://as.example/jwks\n    introspection:\n      url: https://as.example/introspect\n      accept: jwt\n      client_auth: {{ method: client_secret_basic, client_id: gh, client_secret_file: {} }}\nupstreams:",
+            empty.display()
+        ),
+    );
+    let errs = errors(&text);
+    assert!(
+        errs.iter().any(|e| e.path
+            == "authorization_servers.as.introspection.client_auth.client_secret_file"
+            && e.message.contains("is empty")),
+        "{errs:#?}"
+    );
+    assert_eq!(
+        read_secret(Some(&empty.display().to_string()), None).ok(),
+        None
+    );
+    std::fs::write(&empty, "s3cret\n").ok();
+    assert_eq!(
+        read_secret(Some(&empty.display().to_string()), None).ok(),
+        Some("s3cret".to_owned())
+    );
+}

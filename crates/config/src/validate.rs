@@ -25,13 +25,11 @@ fn secret_ref(
     what: &str,
 ) {
     match (file, env) {
-        (Some(f), None) => file_exists(p, format!("{path}.{what}_file"), f),
-        (None, Some(v)) => {
-            if std::env::var_os(v).is_none() {
-                p.push((
-                    format!("{path}.{what}_env"),
-                    format!("environment variable {v} is not set"),
-                ));
+        (Some(_), None) | (None, Some(_)) => {
+            // read as the build will (crate::read_secret), and forgotten at once
+            if let Err(e) = crate::read_secret(file.as_deref(), env.as_deref()) {
+                let field = if file.is_some() { "file" } else { "env" };
+                p.push((format!("{path}.{what}_{field}"), e));
             }
         }
         (Some(_), Some(_)) => p.push((

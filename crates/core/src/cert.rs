@@ -175,7 +175,7 @@ pub struct RoutePass {
 /// things done once per connection.
 #[derive(Default)]
 pub struct VerdictMemo(
-    std::sync::Mutex<Vec<(u64, u64, RouteVerdict)>>,
+    parking_lot::Mutex<Vec<(u64, u64, RouteVerdict)>>,
     std::sync::atomic::AtomicBool,
 );
 
@@ -187,7 +187,7 @@ impl VerdictMemo {
 
     /// The memoized verdict for `(id, generation)`, if any.
     pub fn peek(&self, id: u64, generation: u64) -> Option<RouteVerdict> {
-        let m = self.0.lock().ok()?;
+        let m = self.0.lock();
         m.iter()
             .find(|(i, g, _)| *i == id && *g == generation)
             .map(|(_, _, v)| v.clone())
@@ -195,7 +195,8 @@ impl VerdictMemo {
 
     /// Remember the verdict for `(id, generation)` (replacing older generations of `id`).
     pub fn put(&self, id: u64, generation: u64, v: RouteVerdict) {
-        if let Ok(mut m) = self.0.lock() {
+        {
+            let mut m = self.0.lock();
             m.retain(|(i, _, _)| *i != id);
             // bounded: one entry per route policy
             if m.len() < 64 {
@@ -225,18 +226,8 @@ impl ClientCert {
 
     /// Lower-case hex SHA-256 thumbprint (Envoy's XFCC `Hash`).
     pub fn sha256_hex(&self) -> String {
-        hex_lower(&self.sha256)
+        hex::encode(self.sha256)
     }
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 0xf) as usize] as char);
-    }
-    s
 }
 
 #[cfg(test)]

@@ -160,7 +160,7 @@ impl DevAuth {
         let pkey = PKey::from_ec_key(EcKey::generate(&group).map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
         let pem = pkey.private_key_to_pem_pkcs8().map_err(|e| e.to_string())?;
-        let kid = format!("dev-{}", &hex_lower(&Sha256::digest(&pem))[..8]);
+        let kid = format!("dev-{}", &hex::encode(Sha256::digest(&pem))[..8]);
         let jwks = gatehouse_phantom::public_jwks(&pem, &kid, Algorithm::ES256)?;
         Ok(Signing {
             key: EncodingKey::from_ec_pem(&pem).map_err(|e| e.to_string())?,
@@ -258,7 +258,7 @@ impl DevAuth {
 
     fn client_by_cert(&self, der: &[u8]) -> Option<&DevClient> {
         let cert = X509::from_der(der).ok()?;
-        let thumb = hex_lower(&Sha256::digest(der));
+        let thumb = hex::encode(Sha256::digest(der));
         let dn = cert_dn(&cert);
         self.cfg.clients.iter().find(|c| {
             c.thumbprint_sha256
@@ -578,8 +578,4 @@ fn random_token() -> String {
     let mut b = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut b);
     B64.encode(b)
-}
-
-fn hex_lower(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

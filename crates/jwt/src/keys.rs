@@ -3,8 +3,9 @@
 use crate::JwtError;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey};
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where a key store gets its keys.
@@ -85,10 +86,12 @@ impl KeyStore {
                 None => anon.push(e),
             }
         }
-        if let Ok(mut k) = self.keys.write() {
+        {
+            let mut k = self.keys.write();
             *k = Arc::new(map);
         }
-        if let Ok(mut a) = self.anonymous.write() {
+        {
+            let mut a = self.anonymous.write();
             *a = Arc::new(anon);
         }
     }
@@ -102,13 +105,13 @@ impl KeyStore {
         };
         match kid {
             Some(kid) => {
-                let keys = self.keys.read().ok()?.clone();
+                let keys = self.keys.read().clone();
                 keys.get(kid).map(|e| pick(e))
             }
             None => {
                 // without a kid, only an unambiguous key will do
-                let keys = self.keys.read().ok()?.clone();
-                let anon = self.anonymous.read().ok()?.clone();
+                let keys = self.keys.read().clone();
+                let anon = self.anonymous.read().clone();
                 let fitting: Vec<&Arc<Entry>> = keys
                     .values()
                     .chain(anon.iter())
@@ -143,8 +146,8 @@ impl KeyStore {
         let recent = self
             .last_fetch
             .lock()
-            .ok()
-            .and_then(|l| *l)
+            .as_ref()
+            .copied()
             .filter(|(t, _)| t.elapsed() < self.min_refresh);
         match recent {
             // the JWKS we have is current: the kid is really unknown
@@ -154,7 +157,8 @@ impl KeyStore {
             None => {}
         }
         let fetched = self.fetch().await;
-        if let Ok(mut l) = self.last_fetch.lock() {
+        {
+            let mut l = self.last_fetch.lock();
             *l = Some((Instant::now(), fetched.is_ok()));
         }
         match fetched {
@@ -187,7 +191,8 @@ impl KeyStore {
         if let KeySource::Url { .. } = &self.source {
             let _guard = self.fetch_lock.lock().await;
             let fetched = self.fetch().await;
-            if let Ok(mut l) = self.last_fetch.lock() {
+            {
+                let mut l = self.last_fetch.lock();
                 *l = Some((Instant::now(), fetched.is_ok()));
             }
             match fetched {

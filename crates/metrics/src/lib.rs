@@ -451,7 +451,7 @@ pub fn status_class(status: u16) -> &'static str {
 /// the gauge (and the alert on it) at the old one's expiry once the window has passed.
 pub struct SoonestExpiry {
     gauge: IntGauge,
-    seen: std::sync::Mutex<SeenCerts>,
+    seen: parking_lot::Mutex<SeenCerts>,
 }
 
 #[derive(Default)]
@@ -479,9 +479,7 @@ impl SoonestExpiry {
 
     /// A certificate (by SHA-256) with this `notAfter` was accepted at `now` (Unix seconds).
     pub fn observe(&self, sha256: [u8; 32], not_after: i64, now: i64) {
-        let Ok(mut s) = self.seen.lock() else {
-            return;
-        };
+        let mut s = self.seen.lock();
         let new = s.certs.insert(sha256, (not_after, now)).is_none();
         if !new && now < s.next_recompute {
             return;

@@ -2,9 +2,10 @@
 
 use crate::verify::{unix_now, TrustStore};
 use gatehouse_core::{CertFailure, ClientCert};
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Stored in Pingora's `SslDigest.extension` for every TLS connection that presented a
 /// client certificate.
@@ -131,14 +132,15 @@ impl VerifiedLeaves {
     }
 
     fn get(&self, key: &[u8; 32], now: i64) -> Option<Arc<ClientCert>> {
-        let map = self.map.lock().ok()?;
+        let map = self.map.lock();
         map.get(key)
             .filter(|((from, until), _)| *from <= now && now < *until)
             .map(|(_, c)| c.clone())
     }
 
     fn put(&self, key: [u8; 32], window: (i64, i64), cert: Arc<ClientCert>, now: i64) {
-        if let Ok(mut map) = self.map.lock() {
+        {
+            let mut map = self.map.lock();
             if map.len() >= MAX_VERIFIED {
                 map.retain(|_, ((_, u), _)| now < *u);
                 gatehouse_core::make_room(&mut map, MAX_VERIFIED);
@@ -149,7 +151,7 @@ impl VerifiedLeaves {
 
     /// Certificates remembered.
     pub fn len(&self) -> usize {
-        self.map.lock().map(|m| m.len()).unwrap_or(0)
+        self.map.lock().len()
     }
 
     /// Whether none is remembered.
@@ -234,7 +236,7 @@ mod tests {
             &pki.partner_a.cert.to_der().unwrap(),
             &[chain[0].to_der().unwrap()],
         );
-        let ((from, until), _) = *memo.map.lock().unwrap().get(&key).unwrap();
+        let ((from, until), _) = *memo.map.lock().get(&key).unwrap();
         let (leaf_from, leaf_until) =
             validity_window(std::slice::from_ref(&pki.partner_a.cert)).unwrap();
         assert_eq!(until, leaf_until);
@@ -276,7 +278,7 @@ mod tests {
             &leaf.cert.to_der().unwrap(),
             &[short_ca.cert.to_der().unwrap()],
         );
-        let ((_, until), _) = *memo.map.lock().unwrap().get(&key).unwrap();
+        let ((_, until), _) = *memo.map.lock().get(&key).unwrap();
         assert!(
             until <= now + 600 + 5 && until >= now + 600 - 5,
             "{until} vs {now}"

@@ -43,7 +43,7 @@ struct RouteTrust {
     dp: Option<DpFetcher>,
     store: ArcSwap<TrustStore>,
     generation: AtomicU64,
-    mtimes: std::sync::Mutex<Vec<Option<SystemTime>>>,
+    mtimes: parking_lot::Mutex<Vec<Option<SystemTime>>>,
     last_check: AtomicI64,
 }
 
@@ -62,7 +62,7 @@ impl RouteTrust {
             return;
         }
         let current = mtimes(&self.crl_files);
-        let changed = self.mtimes.lock().map(|m| *m != current).unwrap_or(false);
+        let changed = *self.mtimes.lock() != current;
         if !changed {
             return;
         }
@@ -70,7 +70,8 @@ impl RouteTrust {
             Ok(store) => {
                 self.store.store(Arc::new(store));
                 self.generation.fetch_add(1, Ordering::AcqRel);
-                if let Ok(mut m) = self.mtimes.lock() {
+                {
+                    let mut m = self.mtimes.lock();
                     *m = current;
                 }
                 metrics
@@ -241,7 +242,7 @@ impl ClientCertFilter {
                 .with_label_values(&["file", "loaded"])
                 .inc_by(crl_files.len() as u64);
             Some(RouteTrust {
-                mtimes: std::sync::Mutex::new(mtimes(&crl_files)),
+                mtimes: parking_lot::Mutex::new(mtimes(&crl_files)),
                 cas,
                 crl_files,
                 max_depth,

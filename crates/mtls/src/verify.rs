@@ -317,7 +317,34 @@ impl TrustStore {
 }
 
 fn is_time_error(e: X509VerifyResult) -> bool {
-    matches!(e.as_raw(), 9 | 10) // X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
+    matches!(
+        e.as_raw(),
+        v::X509_V_ERR_CERT_NOT_YET_VALID | v::X509_V_ERR_CERT_HAS_EXPIRED
+    )
+}
+
+/// OpenSSL's `X509_V_ERR_*` verify results (x509_vfy.h) by name: openssl-sys's, and the
+/// ones it lacks or names differently by OpenSSL version.
+mod v {
+    pub use openssl_sys::{
+        X509_V_ERR_CA_KEY_TOO_SMALL, X509_V_ERR_CA_MD_TOO_WEAK, X509_V_ERR_CERT_CHAIN_TOO_LONG,
+        X509_V_ERR_CERT_HAS_EXPIRED, X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_REVOKED,
+        X509_V_ERR_CERT_SIGNATURE_FAILURE, X509_V_ERR_CERT_UNTRUSTED, X509_V_ERR_CRL_HAS_EXPIRED,
+        X509_V_ERR_CRL_NOT_YET_VALID, X509_V_ERR_CRL_SIGNATURE_FAILURE,
+        X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, X509_V_ERR_EE_KEY_TOO_SMALL,
+        X509_V_ERR_KEYUSAGE_NO_CERTSIGN, X509_V_ERR_PATH_LENGTH_EXCEEDED,
+        X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN, X509_V_ERR_UNABLE_TO_GET_CRL,
+        X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+        X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE,
+    };
+    use std::ffi::c_int;
+    /// `X509_V_ERR_INVALID_CA` before OpenSSL 3 (`X509_V_ERR_NO_ISSUER_PUBLIC_KEY` in 3.x,
+    /// reported for an issuer that cannot sign either way).
+    pub const INVALID_CA_BEFORE_3: c_int = 24;
+    /// `X509_V_ERR_INVALID_CA` in OpenSSL 3 (a CA:FALSE issuer).
+    pub const INVALID_CA_3: c_int = 79;
+    /// `X509_V_ERR_PATH_LOOP` (not in openssl-sys).
+    pub const PATH_LOOP: c_int = 55;
 }
 
 fn validity(c: &X509) -> Option<(i64, i64)> {
@@ -340,26 +367,29 @@ pub(crate) fn unix_now() -> i64 {
 /// OpenSSL `X509_V_ERR_*` → our reason.
 fn map_error(e: X509VerifyResult) -> CertFailure {
     match e.as_raw() {
-        9 => CertFailure::NotYetValid,
-        10 => CertFailure::Expired,
-        // UNABLE_TO_GET_ISSUER_CERT(2), UNABLE_TO_GET_ISSUER_CERT_LOCALLY(20),
-        // UNABLE_TO_VERIFY_LEAF_SIGNATURE(21), DEPTH_ZERO_SELF_SIGNED(18),
-        // SELF_SIGNED_CERT_IN_CHAIN(19), CERT_UNTRUSTED(27)
-        2 | 18 | 19 | 20 | 21 | 27 => CertFailure::UnknownCa,
-        // UNABLE_TO_GET_CRL(3), CRL_NOT_YET_VALID(11), CRL_HAS_EXPIRED(12)
-        3 | 11 | 12 => CertFailure::RevocationUnknown,
-        23 => CertFailure::Revoked,
-        // INVALID_CA(24), PATH_LENGTH_EXCEEDED(25), INVALID_PURPOSE(26) on a CA, KEYUSAGE_NO_CERTSIGN(32)
-        24 | 32 => CertFailure::InvalidCa,
-        25 | 22 => CertFailure::ChainTooLong, // 22 = CERT_CHAIN_TOO_LONG
-        // CERT_SIGNATURE_FAILURE(7), CRL_SIGNATURE_FAILURE(8)
-        7 | 8 => CertFailure::BadSignature,
-        // INVALID_CA as OpenSSL 3 reports a CA:FALSE issuer (79), PATH_LOOP (55)
-        79 | 55 => CertFailure::InvalidCa,
-        // EE_KEY_TOO_SMALL (66), CA_KEY_TOO_SMALL (67)
-        66 | 67 => CertFailure::WeakKey,
-        // CA_MD_TOO_WEAK (68)
-        68 => CertFailure::BadSignature,
+        v::X509_V_ERR_CERT_NOT_YET_VALID => CertFailure::NotYetValid,
+        v::X509_V_ERR_CERT_HAS_EXPIRED => CertFailure::Expired,
+        v::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
+        | v::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+        | v::X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+        | v::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+        | v::X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
+        | v::X509_V_ERR_CERT_UNTRUSTED => CertFailure::UnknownCa,
+        v::X509_V_ERR_UNABLE_TO_GET_CRL
+        | v::X509_V_ERR_CRL_NOT_YET_VALID
+        | v::X509_V_ERR_CRL_HAS_EXPIRED => CertFailure::RevocationUnknown,
+        v::X509_V_ERR_CERT_REVOKED => CertFailure::Revoked,
+        v::INVALID_CA_BEFORE_3
+        | v::INVALID_CA_3
+        | v::PATH_LOOP
+        | v::X509_V_ERR_KEYUSAGE_NO_CERTSIGN => CertFailure::InvalidCa,
+        v::X509_V_ERR_PATH_LENGTH_EXCEEDED | v::X509_V_ERR_CERT_CHAIN_TOO_LONG => {
+            CertFailure::ChainTooLong
+        }
+        v::X509_V_ERR_CERT_SIGNATURE_FAILURE
+        | v::X509_V_ERR_CRL_SIGNATURE_FAILURE
+        | v::X509_V_ERR_CA_MD_TOO_WEAK => CertFailure::BadSignature,
+        v::X509_V_ERR_EE_KEY_TOO_SMALL | v::X509_V_ERR_CA_KEY_TOO_SMALL => CertFailure::WeakKey,
         _ => CertFailure::Invalid,
     }
 }

@@ -7,7 +7,7 @@
 //! success closes the circuit. A recovering server is not hammered; a healthy one is never
 //! delayed.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 /// Longest wait between attempts (unless the first is longer).
@@ -42,7 +42,7 @@ impl Breaker {
     /// wait after a failure is over, to exactly one caller (the probe: the others see the
     /// circuit open until it reports).
     pub fn attempt(&self, now: Instant) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock();
         match s.closed_until {
             None => true,
             Some(t) if now >= t => {
@@ -56,23 +56,19 @@ impl Breaker {
 
     /// Whether the circuit is open (attempts are being held off).
     pub fn is_open(&self) -> bool {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .closed_until
-            .is_some()
+        self.state.lock().closed_until.is_some()
     }
 
     /// A call failed at `now`: wait before the next (longer each time).
     pub fn failed(&self, now: Instant) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock();
         s.failures = s.failures.saturating_add(1);
         s.closed_until = Some(now + wait(self.first, s.failures));
     }
 
     /// A call succeeded: the server is healthy again.
     pub fn succeeded(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock();
         *s = State::default();
     }
 }

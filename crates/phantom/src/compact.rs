@@ -1,11 +1,11 @@
 //! `store: compact` — an in-process token cache built for many tokens.
 //!
-//! Why not moka for this one (moka stays the default store): with per-entry expiry moka's
-//! own bookkeeping costs ~417 bytes per entry (hash-table node, entry, access- and
-//! write-order deque nodes, timer-wheel node; `benches/examples/moka_probe.rs`), and a
-//! read of a cold entry among a million touches several cache lines (~2.2 µs here). This
-//! store keeps per token one 56-byte slot and a 4-byte index (SwissTable) entry, and a read
-//! touches the index, the slot and the value.
+//! Why not moka for this one (moka stays the default store): with per-entry expiry moka
+//! keeps several bookkeeping nodes per entry (hash-table node, entry, access- and
+//! write-order deque nodes, timer-wheel node; `benches/examples/moka_probe.rs` measures
+//! them), and a read of a cold entry among a million touches several cache lines. This
+//! store keeps per token one slot and a 4-byte index (SwissTable) entry, and a read
+//! touches the index, the slot and the value. The figures are in benches/README.md.
 //!
 //! - Keys are SHA-256 digests of tokens; the index hashes them again with a per-process
 //!   random key, so nobody can grind tokens into one bucket.
@@ -18,9 +18,9 @@
 use crate::cache::{CachedToken, TokenCache, TokenKey};
 use async_trait::async_trait;
 use hashbrown::HashTable;
+use parking_lot::{Mutex, MutexGuard};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Most shards; small caches get fewer, so each shard holds at least [`MIN_PER_SHARD`]
@@ -100,7 +100,7 @@ impl CompactCache {
 
     fn lock<'a>(&self, shard: &'a Shard) -> MutexGuard<'a, Inner> {
         // nothing panics while the lock is held; a poisoned lock still holds a whole table
-        shard.inner.lock().unwrap_or_else(|p| p.into_inner())
+        shard.inner.lock()
     }
 
     /// A live entry, marking it used; drops it if expired.

@@ -5,9 +5,10 @@
 //! business.
 
 use crate::cache::{Lookup, TokenKey};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 /// Calls in progress, by token key.
@@ -27,13 +28,7 @@ impl<V: Clone> Flights<V> {
     /// `call`'s result for `key`, run by this request ([`Lookup::Miss`]) or by the one
     /// already running it ([`Lookup::Coalesced`], and `call` is dropped unrun).
     pub async fn run(&self, key: TokenKey, call: impl Future<Output = V>) -> (V, Lookup) {
-        let cell = self
-            .calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default()
-            .clone();
+        let cell = self.calls.lock().entry(key).or_default().clone();
         let mut ran = false;
         let value = cell
             .get_or_init(|| {
@@ -44,7 +39,7 @@ impl<V: Clone> Flights<V> {
             .clone();
         // the call is over: the next request for this key starts a new one (unless a newer
         // call already took the slot)
-        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut calls = self.calls.lock();
         if calls.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
             calls.remove(&key);
         }
@@ -53,7 +48,7 @@ impl<V: Clone> Flights<V> {
 
     /// Calls in progress.
     pub fn len(&self) -> usize {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.calls.lock().len()
     }
 
     /// Whether no call is in progress.

@@ -1,4 +1,4 @@
-//! The phantom-token filter (seed 003, Curity's pattern): the partner holds an opaque
+//! The phantom-token filter (Curity's pattern): the partner holds an opaque
 //! token; Gatehouse introspects it (RFC 7662, preferring RFC 9701 signed responses), caches
 //! the answer, and forwards a JWT that only the internal network ever sees.
 #![forbid(unsafe_code)]
@@ -39,7 +39,8 @@ pub struct CachePolicy {
     pub backoff: Duration,
     /// Keep every claim of a cached token (as JSON text), not only those the request path
     /// reads (`exp`, `cnf`, scopes, `client_id`, `sub`): needed when a route's claims rules
-    /// ask for others (roles, exact values, claim headers). ~300 bytes per cached token.
+    /// ask for others (roles, exact values, claim headers); it costs memory per cached token
+    /// (benches/README.md).
     pub full_claims: bool,
 }
 

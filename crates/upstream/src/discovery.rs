@@ -6,12 +6,12 @@ use async_trait::async_trait;
 use gatehouse_config::{parse_nameserver, PeerSpec, ResolverSection};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use parking_lot::Mutex;
 use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::Backend;
 use prometheus::IntCounterVec;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// Where names are resolved.
@@ -167,8 +167,8 @@ impl Discovery {
         }
     }
 
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Vec<NameState>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, Vec<NameState>> {
+        self.state.lock()
     }
 
     /// Resolve every name once; the errors, by configured peer.

@@ -19,12 +19,13 @@ pub use health::TlsTo;
 use discovery::{Discovery, PeerEntry, Shared};
 use gatehouse_config::{Balance, HashOn, Upstream};
 use gatehouse_metrics::Metrics;
+use parking_lot::Mutex;
 use passive::Passive;
 use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The selection algorithm, as configured.
@@ -152,7 +153,7 @@ impl Pool {
             .map_err(|_| "the resolver thread failed".to_owned())??;
         let now = Instant::now();
         if let Some(every) = self.resolve_every {
-            *self.next_resolve.lock().unwrap_or_else(|p| p.into_inner()) = Some(now + every);
+            *self.next_resolve.lock() = Some(now + every);
         }
         self.publish(now);
         for (peer, e) in errors {
@@ -364,7 +365,7 @@ impl Pool {
 }
 
 fn due(slot: &Mutex<Option<Instant>>, now: Instant, every: Duration) -> bool {
-    let mut next = slot.lock().unwrap_or_else(|p| p.into_inner());
+    let mut next = slot.lock();
     match *next {
         Some(t) if t > now => false,
         _ => {
@@ -375,5 +376,5 @@ fn due(slot: &Mutex<Option<Instant>>, now: Instant, every: Duration) -> bool {
 }
 
 fn next(slot: &Mutex<Option<Instant>>) -> Option<Instant> {
-    *slot.lock().unwrap_or_else(|p| p.into_inner())
+    *slot.lock()
 }

@@ -2,10 +2,10 @@
 //! `fail_timeout` once `max_fails` of them fall within that window (NGINX's `max_fails` /
 //! `fail_timeout`). Time is passed in, never read here, so tests drive it.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy)]
@@ -36,8 +36,8 @@ impl Passive {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Entry>> {
-        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<SocketAddr, Entry>> {
+        self.peers.lock()
     }
 
     /// A failed connection to `addr`. True when this failure takes the peer out.
