@@ -109,6 +109,7 @@ pub async fn primed_server(
         },
         None,
         metrics,
+        gatehouse_core::system_clock(),
     );
     (Arc::new(server), cache)
 }

@@ -6,9 +6,10 @@
 //! Listener sockets cannot change on reload (addresses, TLS on/off, client-cert mode):
 //! that needs a restart or a graceful upgrade (`--upgrade`).
 
+use crate::admin::Readiness;
 use crate::runtime::Runtime;
+use crate::services::Services;
 use crate::tls::{SharedTls, TlsMaterial};
-use crate::{FilterFactory, Readiness};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use gatehouse_config::{ClientCertMode, Config};
@@ -54,8 +55,8 @@ pub struct Reloader {
     admin: Option<SocketAddr>,
     metrics: Metrics,
     lock: Mutex<()>,
-    /// The factory of the running configuration (its caches and key stores carry over).
-    factory: Mutex<Arc<FilterFactory>>,
+    /// The services of the running configuration (their caches and key stores carry over).
+    services: Mutex<Arc<Services>>,
     /// The certificate, key and CA files the running configuration names, with their
     /// SHA-256 when last seen: a change reloads (see [`FileWatch`]).
     watched: Mutex<Vec<(PathBuf, Option<[u8; 32]>)>>,
@@ -115,10 +116,10 @@ impl Reloader {
         runtime: Arc<ArcSwap<Runtime>>,
         tls: Vec<(String, SharedTls)>,
         metrics: Metrics,
-        factory: FilterFactory,
+        services: Services,
     ) -> Self {
         Self {
-            factory: Mutex::new(Arc::new(factory)),
+            services: Mutex::new(Arc::new(services)),
             path,
             runtime,
             tls,
@@ -193,9 +194,10 @@ impl Reloader {
                 "listeners (names, addresses, TLS, client_auth.mode) and the admin address cannot change on reload: restart or upgrade".to_owned(),
             ]);
         }
-        let prev = self.factory.lock().clone();
-        let factory = FilterFactory::new_after(c, &prev).map_err(|e| vec![e.to_string()])?;
-        let runtime = Runtime::build(c, &self.metrics, &factory, Some(&self.runtime.load()))
+        let prev = self.services.lock().clone();
+        let services = Services::new(c, Some(&prev), prev.clock(), &self.metrics)
+            .map_err(|e| vec![e.to_string()])?;
+        let runtime = Runtime::build(c, &self.metrics, &services, Some(&self.runtime.load()))
             .map_err(|e| vec![e.to_string()])?;
         let mut materials = Vec::new();
         for (name, _) in &self.tls {
@@ -213,8 +215,8 @@ impl Reloader {
         // everything built: swap
         self.runtime.store(Arc::new(runtime));
         {
-            let mut f = self.factory.lock();
-            *f = Arc::new(factory);
+            let mut f = self.services.lock();
+            *f = Arc::new(services);
         }
         for ((_, shared), m) in self.tls.iter().zip(materials) {
             shared.store(Arc::new(m));

@@ -82,13 +82,25 @@ pub const ALWAYS_STRIPPED: &[&str] = &[
     "x-forwarded-prefix",
 ];
 
+/// Pingora's connection-pool group of an upstream: its name and the CA its connections
+/// were verified with (a changed CA must not reuse connections verified with the old one).
+fn pool_key(name: &str, ca_file: Option<&str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    if let Some(f) = ca_file {
+        std::fs::read(f).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
+}
+
 impl Runtime {
     /// Build from a validated config. `previous`: the running one, whose upstream pools
     /// are kept where their configuration did not change.
     pub fn build(
         c: &Config,
         metrics: &Metrics,
-        filters: &crate::FilterFactory,
+        filters: &crate::services::Services,
         previous: Option<&Runtime>,
     ) -> Result<Self, BuildError> {
         let mut upstreams = std::collections::BTreeMap::new();
@@ -137,10 +149,7 @@ impl Runtime {
                     name: name.as_str().into(),
                     pool,
                     tls,
-                    pool_key: crate::fingerprint(
-                        name,
-                        &[u.tls.as_ref().and_then(|t| t.ca_file.as_deref())],
-                    ),
+                    pool_key: pool_key(name, u.tls.as_ref().and_then(|t| t.ca_file.as_deref())),
                     protocol: u.protocol,
                     connect_timeout: u.connect_timeout.0,
                     read_timeout: u.read_timeout.0,

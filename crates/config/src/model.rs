@@ -242,7 +242,7 @@ fn default_depth() -> u32 {
 }
 
 /// An OAuth authorization server Gatehouse talks to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationServer {
     /// Expected `iss` of JWTs it signs.
@@ -298,7 +298,7 @@ pub enum IntrospectionFormat {
 }
 
 /// RFC 7662 introspection endpoint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Introspection {
     pub url: String,
@@ -335,7 +335,7 @@ pub enum ClientAuthMethod {
 }
 
 /// Client credentials for introspection.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionClientAuth {
     pub method: ClientAuthMethod,
@@ -353,7 +353,7 @@ pub struct IntrospectionClientAuth {
 }
 
 /// The introspection result cache.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCache {
     /// Where tokens are kept in this process: `moka` (default) or `compact`.
@@ -406,7 +406,7 @@ impl Default for TokenCache {
 }
 
 /// Gatehouse's own JWT signing key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSigning {
     /// PEM private key (EC P-256 → ES256, RSA → PS256).

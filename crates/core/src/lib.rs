@@ -14,10 +14,12 @@
 #![forbid(unsafe_code)]
 
 mod cert;
+mod clock;
 mod ctx;
 mod header;
 
 pub use cert::{make_room, CertFailure, ClientCert, RoutePass, RouteVerdict, VerdictMemo};
+pub use clock::{system_clock, Clock, ManualClock, SharedClock, SystemClock};
 pub use ctx::{Claims, Keep, RequestCtx, Reuse, TokenInfo, UpstreamHeaders};
 pub use header::{bearer_token, BearerError};
 

@@ -142,7 +142,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(format!("embedded config is invalid:\n{e}")),
     };
-    let gatehouse = match gatehouse_app::Gatehouse::build(&loaded) {
+    let gatehouse = match gatehouse_app::Gatehouse::build(&loaded, Default::default()) {
         Ok(g) => g,
         Err(e) => return fail(e.to_string()),
     };

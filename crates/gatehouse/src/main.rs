@@ -189,6 +189,12 @@ fn warn_on_expiring_server_certificates(c: &gatehouse_config::Config) {
     }
 }
 
+/// Why `run` could not start: the file, or what it names.
+enum Loading {
+    Config(gatehouse_config::ConfigErrors),
+    Build(gatehouse_app::BuildError),
+}
+
 /// Say why the configuration could not be built (one line per unusable file, each with
 /// its field and line) and exit as [`build_exit_code`] says.
 fn build_failed(config: &std::path::Path, e: &gatehouse_app::BuildError) -> ExitCode {
@@ -280,7 +286,7 @@ fn main() -> ExitCode {
         .init();
     match cli.cmd {
         Cmd::Check { config } => match gatehouse_config::load_file(&config) {
-            Ok(loaded) => match gatehouse_app::Gatehouse::build(&loaded) {
+            Ok(loaded) => match gatehouse_app::Gatehouse::build(&loaded, Default::default()) {
                 Ok(_) => {
                     for w in &loaded.warnings {
                         eprintln!("{}: warning: {w}", config.display());
@@ -299,7 +305,15 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Run { config, upgrade } => {
-            match gatehouse_app::Gatehouse::build_from_file_upgrading(&config, upgrade) {
+            let options = gatehouse_app::BuildOptions {
+                path: Some(config.clone()),
+                upgrade,
+                ..Default::default()
+            };
+            let built = gatehouse_config::load_file(&config)
+                .map_err(Loading::Config)
+                .and_then(|l| gatehouse_app::Gatehouse::build(&l, options).map_err(Loading::Build));
+            match built {
                 Ok(g) => {
                     if let Err(e) = g.check_addresses_free() {
                         eprintln!("{}: {e}", config.display());
@@ -309,13 +323,13 @@ fn main() -> ExitCode {
                     g.run(None);
                     ExitCode::SUCCESS
                 }
-                Err(gatehouse_app::LoadError::Config(errors)) => {
+                Err(Loading::Config(errors)) => {
                     for e in &errors.0 {
                         eprintln!("{}: {e}", config.display());
                     }
                     ExitCode::from(EX_USAGE)
                 }
-                Err(gatehouse_app::LoadError::Build(e)) => build_failed(&config, &e),
+                Err(Loading::Build(e)) => build_failed(&config, &e),
             }
         }
         Cmd::Demo(args) => demo::run(args),

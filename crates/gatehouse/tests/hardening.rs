@@ -358,7 +358,7 @@ async fn known_signing_keys_keep_working_when_the_jwks_endpoint_is_down() {
     );
     drop(auth); // the AS (and its JWKS endpoint) is gone
                 // past jwks_min_refresh, so an unknown kid triggers a (failing) fetch
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    gh.clock.advance(Duration::from_millis(1100));
     assert_eq!(
         a.get(gh.url("/jwt/x"))
             .bearer_auth(&jwt)

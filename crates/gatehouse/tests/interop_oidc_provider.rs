@@ -237,7 +237,7 @@ async fn oidc_provider_opaque_tokens_jwt_tokens_and_revocation() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    gh.clock.advance(Duration::from_millis(1300));
     for _ in 0..3 {
         let res = a
             .get(gh.url("/api/x"))

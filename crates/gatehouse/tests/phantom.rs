@@ -556,7 +556,7 @@ async fn negative_cache_and_revocation(store: &str) {
             .await,
         2.0
     );
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    gh.clock.advance(Duration::from_millis(1300));
     assert_eq!(
         c.get(gh.url("/api/x"))
             .bearer_auth("bogus")
@@ -593,7 +593,7 @@ async fn negative_cache_and_revocation(store: &str) {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    gh.clock.advance(Duration::from_millis(1300));
     assert_eq!(
         c.get(gh.url("/api/x"))
             .bearer_auth(&token)
@@ -644,7 +644,7 @@ async fn cache_ttl_bounded_by_exp(store: &str) {
         200
     );
     assert_eq!(s.auth.introspections(), 1);
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    gh.clock.advance(Duration::from_millis(2600));
     // max_ttl is 60 s, but the token expired: the cached entry is gone and the AS says inactive
     assert_eq!(
         c.get(gh.url("/api/x"))
@@ -791,7 +791,7 @@ async fn stale_if_error_keeps_cached_tokens_working_while_the_as_fails() {
         200
     );
     s.auth.state.faults.mode.store(1, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    gh.clock.advance(Duration::from_millis(1300));
     let calls = s.auth.introspections();
     // the first stale request tries the server, fails, and gets the cached answer; the
     // breaker then holds calls off: the next eleven are answered at once, no call made
@@ -832,7 +832,7 @@ async fn stale_if_error_keeps_cached_tokens_working_while_the_as_fails() {
     // the server recovers; after the breaker's wait (1 s) one stale request lets one probe
     // go, in the background, which refreshes the entry: then hits again
     s.auth.state.faults.mode.store(0, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    gh.clock.advance(Duration::from_millis(1100));
     let probe = c
         .get(gh.url("/api/x"))
         .bearer_auth(&token)
@@ -1187,7 +1187,7 @@ async fn jwks_is_refetched_for_an_unknown_kid_at_most_once_per_min_refresh() {
     // the AS rotates its key and publishes it: one refetch (once min_refresh has passed
     // since the last one), and the new kid verifies
     s.auth.state.rotate_key(true).unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    gh.clock.advance(Duration::from_millis(1100));
     let t2 = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
     assert_eq!(status(t2).await, 200);
     assert_eq!(fetches(), after_first + 1);
@@ -1195,7 +1195,7 @@ async fn jwks_is_refetched_for_an_unknown_kid_at_most_once_per_min_refresh() {
     // it rotates again without publishing: the unknown kid is looked up once, then the
     // refetch is rate-limited; the answers fail closed (503), never 200
     s.auth.state.rotate_key(false).unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    gh.clock.advance(Duration::from_millis(1100));
     let t3 = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
     assert_eq!(status(t3).await, 503);
     assert_eq!(fetches(), after_first + 2);

@@ -36,6 +36,7 @@ pub struct KeyStore {
     min_refresh: Duration,
     /// Called with `"success"` / `"error"` after each fetch (metrics).
     on_fetch: Box<dyn Fn(&'static str) + Send + Sync>,
+    clock: gatehouse_core::SharedClock,
 }
 
 impl KeyStore {
@@ -44,6 +45,7 @@ impl KeyStore {
         source: KeySource,
         min_refresh: Duration,
         on_fetch: Box<dyn Fn(&'static str) + Send + Sync>,
+        clock: gatehouse_core::SharedClock,
     ) -> Self {
         let s = Self {
             source,
@@ -53,6 +55,7 @@ impl KeyStore {
             fetch_lock: tokio::sync::Mutex::new(()),
             min_refresh,
             on_fetch,
+            clock,
         };
         if let KeySource::Static(set) = &s.source {
             let set = set.clone();
@@ -148,7 +151,7 @@ impl KeyStore {
             .lock()
             .as_ref()
             .copied()
-            .filter(|(t, _)| t.elapsed() < self.min_refresh);
+            .filter(|(t, _)| self.clock.now().saturating_duration_since(*t) < self.min_refresh);
         match recent {
             // the JWKS we have is current: the kid is really unknown
             Some((_, true)) => return Err(JwtError::UnknownKey),
@@ -159,7 +162,7 @@ impl KeyStore {
         let fetched = self.fetch().await;
         {
             let mut l = self.last_fetch.lock();
-            *l = Some((Instant::now(), fetched.is_ok()));
+            *l = Some((self.clock.now(), fetched.is_ok()));
         }
         match fetched {
             Ok(set) => {
@@ -193,7 +196,7 @@ impl KeyStore {
             let fetched = self.fetch().await;
             {
                 let mut l = self.last_fetch.lock();
-                *l = Some((Instant::now(), fetched.is_ok()));
+                *l = Some((self.clock.now(), fetched.is_ok()));
             }
             match fetched {
                 Ok(set) => {

@@ -53,6 +53,7 @@ fn verifier(k: &Keys, algs: &[&str], hmac: Option<&[u8]>) -> Verifier {
         KeySource::Static(set),
         Duration::from_secs(10),
         Box::new(|_| {}),
+        gatehouse_core::system_clock(),
     );
     Verifier::new(
         Arc::new(store),

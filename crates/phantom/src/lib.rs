@@ -57,6 +57,7 @@ pub struct AuthServer {
     policy: CachePolicy,
     signer: Option<Arc<Signer>>,
     metrics: Metrics,
+    clock: gatehouse_core::SharedClock,
 }
 
 impl AuthServer {
@@ -67,6 +68,7 @@ impl AuthServer {
         policy: CachePolicy,
         signer: Option<Arc<Signer>>,
         metrics: Metrics,
+        clock: gatehouse_core::SharedClock,
     ) -> Self {
         Self {
             name,
@@ -77,6 +79,7 @@ impl AuthServer {
             policy,
             signer,
             metrics,
+            clock,
         }
     }
 
@@ -96,7 +99,7 @@ impl AuthServer {
             .introspection_requests
             .with_label_values(&[result])
             .inc();
-        let now = gatehouse_jwt::now();
+        let now = self.clock.unix();
         let entry = match res? {
             Introspected::Inactive => self.negative(),
             Introspected::Active {
@@ -126,7 +129,7 @@ impl AuthServer {
                         (j, None)
                     }
                     (ForwardJwt::SignedByGatehouse, _, Some(s), Some(aud)) => {
-                        let (jwt, exp) = s.sign(&claims, aud).map_err(|e| {
+                        let (jwt, exp) = s.sign(&claims, aud, now).map_err(|e| {
                                 tracing::warn!(authorization_server = %self.name, "cannot sign the upstream JWT: {e}");
                                 IntrospectError::BadResponse("cannot sign the upstream JWT")
                             })?;
@@ -155,7 +158,7 @@ impl AuthServer {
                 } else {
                     Keep::Hot
                 };
-                CachedToken::active(&claims, keep_claims, &jwt, Instant::now() + ttl, keep)?
+                CachedToken::active(&claims, keep_claims, &jwt, self.clock.now() + ttl, keep)?
             }
         };
         Ok(entry)
@@ -164,7 +167,7 @@ impl AuthServer {
     /// A negative entry, for a token that is not active.
     fn negative(&self) -> CachedToken {
         CachedToken::inactive(
-            Instant::now() + self.policy.negative_ttl,
+            self.clock.now() + self.policy.negative_ttl,
             self.policy.negative_ttl,
         )
     }
@@ -181,7 +184,7 @@ impl AuthServer {
     ) -> Result<CachedToken, IntrospectError> {
         let key = cache_key(token, forward);
         let count = |r: &str| self.metrics.token_cache.with_label_values(&[r]).inc();
-        let now = Instant::now();
+        let now = self.clock.now();
         let cached = self.cache.get(&key).await;
         if let Some(e) = &cached {
             if e.is_fresh(now) {
@@ -196,7 +199,7 @@ impl AuthServer {
         // stale: an active token may still be served while the server fails
         let stale = cached.filter(|e| {
             e.claims()
-                .is_some_and(|c| c.exp().is_none_or(|x| x > gatehouse_jwt::now()))
+                .is_some_and(|c| c.exp().is_none_or(|x| x > self.clock.unix()))
         });
         if self.breaker.is_open() {
             let probe = self.breaker.attempt(now);
@@ -262,7 +265,7 @@ impl AuthServer {
                     Err(e) => {
                         // once per failed call, not per request refused meanwhile
                         tracing::warn!(authorization_server = %self.name, "introspection failed: {e}");
-                        self.breaker.failed(Instant::now());
+                        self.breaker.failed(self.clock.now());
                     }
                 }
                 result
@@ -366,7 +369,7 @@ impl Filter for PhantomTokenFilter {
         let Some(claims) = entry.claims() else {
             return inactive();
         };
-        if claims.exp().is_some_and(|e| e <= gatehouse_jwt::now()) {
+        if claims.exp().is_some_and(|e| e <= self.server.clock.unix()) {
             return Verdict::Reject(Rejection::bearer(
                 StatusCode::UNAUTHORIZED,
                 "invalid_token",

@@ -50,8 +50,8 @@ impl Signer {
         &self,
         claims: &Map<String, Value>,
         audience: &str,
+        now: i64,
     ) -> Result<(String, i64), String> {
-        let now = gatehouse_jwt::now();
         let client_id = match claims.get("client_id") {
             Some(Value::String(c)) if !c.is_empty() => c.clone(),
             _ => {

@@ -264,6 +264,9 @@ pub struct Proxy {
     /// The first listener's address.
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// Its clock: move it forward (token TTLs, breakers, key refresh limits) instead of
+    /// sleeping.
+    pub clock: Arc<gatehouse_core::ManualClock>,
     /// The config file it runs (already expanded).
     pub config_path: PathBuf,
     vars: Vec<(String, String)>,
@@ -286,8 +289,16 @@ impl Proxy {
         all.push(("ADMIN_ADDR".into(), admin.to_string()));
         let config_path = temp_dir("config").join("gatehouse.yaml");
         std::fs::write(&config_path, expand(yaml, &all)).unwrap();
-        let gh = gatehouse_app::Gatehouse::build_from_file(&config_path)
+        let loaded = gatehouse_config::load_file(&config_path)
             .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+        let clock = Arc::new(gatehouse_core::ManualClock::new());
+        let options = gatehouse_app::BuildOptions {
+            path: Some(config_path.clone()),
+            upgrade: false,
+            clock: clock.clone(),
+        };
+        let gh = gatehouse_app::Gatehouse::build(&loaded, options)
+            .unwrap_or_else(|e| panic!("test config cannot be built:\n{e}"));
         gh.check_addresses_free().unwrap();
         let reloader = gh.reloader();
         let stop = Arc::new(tokio::sync::Notify::new());
@@ -296,6 +307,7 @@ impl Proxy {
         let proxy = Self {
             addr,
             admin,
+            clock,
             config_path,
             vars: all,
             reloader,
