@@ -9,7 +9,6 @@
 use crate::admin::Readiness;
 use crate::runtime::Runtime;
 use crate::services::Services;
-use crate::tls::{SharedTls, TlsMaterial};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use gatehouse_config::{ClientCertMode, Config};
@@ -50,7 +49,6 @@ fn shapes(c: &Config) -> Vec<ListenerShape> {
 pub struct Reloader {
     path: Option<PathBuf>,
     runtime: Arc<ArcSwap<Runtime>>,
-    tls: Vec<(String, SharedTls)>,
     listeners: Vec<ListenerShape>,
     admin: Option<SocketAddr>,
     metrics: Metrics,
@@ -114,7 +112,6 @@ impl Reloader {
         path: Option<PathBuf>,
         c: &Config,
         runtime: Arc<ArcSwap<Runtime>>,
-        tls: Vec<(String, SharedTls)>,
         metrics: Metrics,
         services: Services,
     ) -> Self {
@@ -122,7 +119,6 @@ impl Reloader {
             services: Mutex::new(Arc::new(services)),
             path,
             runtime,
-            tls,
             listeners: shapes(c),
             admin: c.admin.as_ref().map(|a| a.listen),
             metrics,
@@ -199,27 +195,11 @@ impl Reloader {
             .map_err(|e| vec![e.to_string()])?;
         let runtime = Runtime::build(c, &self.metrics, &services, Some(&self.runtime.load()))
             .map_err(|e| vec![e.to_string()])?;
-        let mut materials = Vec::new();
-        for (name, _) in &self.tls {
-            let Some(t) = c
-                .listeners
-                .iter()
-                .find(|l| &l.name == name)
-                .and_then(|l| l.tls.as_ref())
-            else {
-                return Err(vec![format!("listener {name} lost its tls section")]);
-            };
-            materials
-                .push(TlsMaterial::load(t).map_err(|e| vec![format!("listeners.{name}: {e}")])?);
-        }
         // everything built: swap
         self.runtime.store(Arc::new(runtime));
         {
             let mut f = self.services.lock();
             *f = Arc::new(services);
-        }
-        for ((_, shared), m) in self.tls.iter().zip(materials) {
-            shared.store(Arc::new(m));
         }
         crate::tls::publish_server_cert_expiry(&self.metrics, &loaded.config);
         *self.watched.lock() = fingerprints(c);

@@ -67,6 +67,10 @@ pub struct Runtime {
     /// Public JWKS of Gatehouse's signing key (served on the admin listener; swapped with
     /// the key on reload).
     pub jwks: Option<Arc<str>>,
+    /// Each listener's certificate, key, trust and ticket keys, by position in
+    /// `listeners` (`None`: plain HTTP). In here so that a reload swaps one value: no
+    /// request sees new routes with an old certificate, or the other way round.
+    pub tls: Vec<Option<Arc<crate::tls::TlsMaterial>>>,
 }
 
 /// Headers that are always removed from client requests, besides the certificate headers
@@ -223,6 +227,20 @@ impl Runtime {
             listeners,
             max_authorization_header: c.server.max_authorization_header,
             jwks: filters.jwks(),
+            tls: c
+                .listeners
+                .iter()
+                .map(|l| {
+                    l.tls
+                        .as_ref()
+                        .map(|t| {
+                            crate::tls::TlsMaterial::load(t)
+                                .map(Arc::new)
+                                .map_err(|e| BuildError::Tls(format!("listeners.{}: {e}", l.name)))
+                        })
+                        .transpose()
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 

@@ -145,10 +145,14 @@ impl Gatehouse {
             }
         }
         let mut listener_tls = Vec::new();
-        for l in &c.listeners {
+        for (index, l) in c.listeners.iter().enumerate() {
             listener_tls.push(match &l.tls {
                 None => None,
-                Some(t) => Some(tls::ListenerTlsState::load(&l.name, t)?),
+                Some(t) => Some(tls::ListenerTlsState::new(
+                    &l.name,
+                    t,
+                    tls::TlsSource::new(runtime.clone(), index),
+                )?),
             });
         }
         for shard in 0..shards {
@@ -184,12 +188,6 @@ impl Gatehouse {
             }
             server.add_service(proxy);
         }
-        let tls_state = c
-            .listeners
-            .iter()
-            .zip(listener_tls)
-            .filter_map(|(l, s)| Some((l.name.clone(), s?.shared)))
-            .collect();
 
         let ready = Readiness::default();
         server.add_service(background_service("readiness", ready.clone()));
@@ -215,7 +213,6 @@ impl Gatehouse {
             path,
             c,
             runtime.clone(),
-            tls_state,
             metrics.clone(),
             factory,
         ));

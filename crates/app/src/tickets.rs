@@ -15,7 +15,7 @@
 //! `SSL_CTX_set_session_ticket_cb` — the only unsafe code in Gatehouse.
 #![allow(unsafe_code)]
 
-use crate::tls::{Chains, SharedTls};
+use crate::tls::{Chains, TlsSource};
 use crate::BuildError;
 use foreign_types::ForeignTypeRef;
 use openssl::ex_data::Index;
@@ -94,7 +94,7 @@ pub fn load(files: &[String]) -> Result<Option<Arc<[TicketKey]>>, BuildError> {
 /// What the callback of a listener's contexts reads: the listener's current material (with
 /// the configured keys, if any) and the process's random key for when none are configured.
 struct Source {
-    material: SharedTls,
+    material: TlsSource,
     fallback: TicketKey,
     chains: Chains,
 }
@@ -121,7 +121,7 @@ type Callback = unsafe extern "C" fn(
 /// Let this context (one per shard) encrypt and decrypt tickets with the listener's keys.
 pub fn install(
     ctx: &mut SslContextBuilder,
-    material: SharedTls,
+    material: TlsSource,
     fallback: TicketKey,
     chains: Chains,
 ) -> Result<(), BuildError> {
@@ -325,7 +325,7 @@ unsafe extern "C" fn callback(
         return -1;
     };
     let material = src.material.load();
-    let keys: &[TicketKey] = match material.ticket_keys.as_deref() {
+    let keys: &[TicketKey] = match material.as_ref().and_then(|m| m.ticket_keys.as_deref()) {
         Some(k) if !k.is_empty() => k,
         _ => std::slice::from_ref(&src.fallback),
     };

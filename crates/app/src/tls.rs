@@ -2,6 +2,7 @@
 //! the client-certificate request. Bad client certificates do not abort the handshake:
 //! they are verified right after it and answered with an HTTP 403 naming the reason.
 
+use crate::runtime::Runtime;
 use crate::BuildError;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -106,8 +107,24 @@ impl TlsMaterial {
     }
 }
 
-/// The TLS state of one listener, swapped atomically on reload.
-pub type SharedTls = Arc<ArcSwap<TlsMaterial>>;
+/// Where a listener finds its current TLS material: in the running [`Runtime`] (which a
+/// reload swaps whole, routes and certificates at once), at the listener's position.
+#[derive(Clone)]
+pub struct TlsSource {
+    runtime: Arc<ArcSwap<Runtime>>,
+    index: usize,
+}
+
+impl TlsSource {
+    pub fn new(runtime: Arc<ArcSwap<Runtime>>, index: usize) -> Self {
+        Self { runtime, index }
+    }
+
+    /// The listener's material now (`None` only for a listener without TLS).
+    pub fn load(&self) -> Option<Arc<TlsMaterial>> {
+        self.runtime.load().tls.get(self.index).cloned().flatten()
+    }
+}
 
 /// Intermediates clients sent in full handshakes, by SHA-256 of their leaf: a resumed
 /// TLS 1.3 session (a stateless ticket) brings back the leaf but not its chain, and the
@@ -118,7 +135,7 @@ pub(crate) type Chains =
 
 struct Acceptor {
     listener: String,
-    material: SharedTls,
+    material: TlsSource,
     metrics: Metrics,
     chains: Chains,
 }
@@ -173,7 +190,10 @@ impl TlsAccept for Acceptor {
             .tls_handshakes_started
             .with_label_values(&[&self.listener])
             .inc();
-        let m = self.material.load();
+        let Some(m) = self.material.load() else {
+            tracing::error!(listener = %self.listener, "no TLS material");
+            return;
+        };
         let ok = ext::ssl_use_certificate(ssl, &m.leaf).is_ok()
             && m.chain
                 .iter()
@@ -198,7 +218,7 @@ impl TlsAccept for Acceptor {
         &self,
         ssl: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        let m = self.material.load();
+        let m = self.material.load()?;
         let Some(trust) = &m.trust else {
             self.metrics
                 .tls_handshakes
@@ -251,12 +271,12 @@ fn err(what: &str) -> impl Fn(openssl::error::ErrorStack) -> BuildError + '_ {
     move |e| BuildError::Tls(format!("{what}: {e}"))
 }
 
-/// One listener's TLS state, shared by the shards that accept on its address: the
-/// reloadable material, the leaf → chain table for resumed sessions and the fallback
+/// One listener's TLS state, shared by the shards that accept on its address: where its
+/// reloadable material is, the leaf → chain table for resumed sessions and the fallback
 /// session-ticket key.
 pub struct ListenerTlsState {
     name: String,
-    pub shared: SharedTls,
+    material: TlsSource,
     chains: Chains,
     /// Whether the listener asks for client certificates (fixed for its lifetime).
     wants_certs: bool,
@@ -266,12 +286,11 @@ pub struct ListenerTlsState {
 }
 
 impl ListenerTlsState {
-    /// Load the listener's certificates and CA bundles.
-    pub fn load(name: &str, t: &ListenerTls) -> Result<Self, BuildError> {
-        let material = TlsMaterial::load(t)?;
+    /// The state of listener `name`, whose material `material` finds.
+    pub fn new(name: &str, t: &ListenerTls, material: TlsSource) -> Result<Self, BuildError> {
         Ok(Self {
             name: name.to_owned(),
-            shared: Arc::new(ArcSwap::from_pointee(material)),
+            material,
             chains: Default::default(),
             wants_certs: t.client_auth.mode != ClientCertMode::Off,
             fallback_ticket_key: crate::tickets::TicketKey::random()?,
@@ -285,7 +304,7 @@ impl ListenerTlsState {
         let wants_certs = self.wants_certs;
         let acceptor = Acceptor {
             listener: self.name.clone(),
-            material: self.shared.clone(),
+            material: self.material.clone(),
             metrics: metrics.clone(),
             chains: self.chains.clone(),
         };
@@ -294,7 +313,7 @@ impl ListenerTlsState {
         if t.session_resumption {
             crate::tickets::install(
                 &mut s,
-                self.shared.clone(),
+                self.material.clone(),
                 self.fallback_ticket_key.clone(),
                 self.chains.clone(),
             )?;
