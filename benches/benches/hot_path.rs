@@ -134,7 +134,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 let mut ctx = RequestCtx {
-                    conn_cert: Some(cert.clone()),
+                    presented_cert: Some(cert.clone()),
                     route_name: route.clone(),
                     ..Default::default()
                 };

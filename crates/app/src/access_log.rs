@@ -1,6 +1,6 @@
 //! One JSON line per request. Never the token: only its `client_id`/`sub` claims.
 
-use gatehouse_core::RequestCtx;
+use crate::proxy::Ctx;
 use parking_lot::Mutex;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
@@ -36,14 +36,15 @@ impl AccessLog {
         &self,
         session: &Session,
         req: Option<&RequestHeader>,
-        ctx: &RequestCtx,
+        ctx: &Ctx,
         status: u16,
         duration: f64,
     ) {
         if matches!(self, Self::Off) {
             return;
         }
-        let cert = ctx.client_cert.as_ref().or(ctx.conn_cert.as_ref());
+        let (chain, ctx) = (ctx, &ctx.req);
+        let cert = ctx.accepted_cert.as_ref().or(ctx.presented_cert.as_ref());
         let token = ctx.token.as_ref();
         let line = serde_json::json!({
             "time": humantime_now(),
@@ -53,13 +54,13 @@ impl AccessLog {
             "status": status,
             "duration_s": (duration * 1e6).round() / 1e6,
             "client": session.client_addr().map(|a| a.to_string()),
-            "upstream": ctx.upstream_addr.map(|a| a.to_string()),
+            "upstream": chain.upstream_addr.map(|a| a.to_string()),
             "cert_subject": cert.map(|c| c.subject.as_str()),
             "cert_sha256": cert.map(|c| c.sha256_hex()),
             "client_id": token.and_then(|t| t.claim_str("client_id")),
             "sub": token.and_then(|t| t.claim_str("sub")),
-            "rejected_by": ctx.rejected_by.as_ref().map(|(f, _)| *f),
-            "reason": ctx.rejected_by.as_ref().map(|(_, r)| r.reason),
+            "rejected_by": chain.rejected_by.as_ref().map(|(f, _)| *f),
+            "reason": chain.rejected_by.as_ref().map(|(_, r)| r.reason),
         });
         let mut bytes = line.to_string().into_bytes();
         bytes.push(b'\n');

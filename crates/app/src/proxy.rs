@@ -42,7 +42,7 @@ const H2_STREAMS: usize = 100;
 
 /// The key of `balance: consistent_hash`.
 fn hash_key(on: HashOn, session: &Session, req: &RequestCtx) -> Vec<u8> {
-    let cert = || req.conn_cert.as_ref().map(|c| c.sha256.to_vec());
+    let cert = || req.presented_cert.as_ref().map(|c| c.sha256.to_vec());
     let ip = || {
         session
             .client_addr()
@@ -65,9 +65,16 @@ fn hash_key(on: HashOn, session: &Session, req: &RequestCtx) -> Vec<u8> {
 
 /// Per-request context: the filters' shared [`RequestCtx`] plus the route it matched.
 pub struct Ctx {
+    /// What the route's filters see and fill.
     pub req: RequestCtx,
     runtime: Option<Arc<Runtime>>,
     route: Option<usize>,
+    /// When the request started (the duration histogram, the access log).
+    started: Instant,
+    /// The filter that refused the request, and why (metrics, the access log).
+    pub(crate) rejected_by: Option<(&'static str, Rejection)>,
+    /// The upstream peer the request went to (the access log).
+    pub(crate) upstream_addr: Option<std::net::SocketAddr>,
     status: u16,
     upstream_started: Option<Instant>,
     /// Peers a connection to failed for this request (a retry goes elsewhere).
@@ -111,7 +118,7 @@ impl Chain {
         // its box on every request, rejected or not) would otherwise carry its size
         let grpc = is_grpc(session.req_header());
         let written = Box::pin(write_json(session, &r, grpc)).await;
-        ctx.req.rejected_by = Some((filter, r));
+        ctx.rejected_by = Some((filter, r));
         written.map(|()| true)
     }
 
@@ -159,14 +166,14 @@ impl Chain {
         if ctx.req.route_name.is_empty() {
             ctx.req.route_name = "none".into();
         }
-        if ctx.req.conn_cert.is_none() {
+        if ctx.req.presented_cert.is_none() {
             // for the access log: who sent it, even when the request itself is unreadable
-            ctx.req.conn_cert = conn_cert(session).map(|c| c.cert.clone());
+            ctx.req.presented_cert = presented_cert(session).map(|c| c.cert.clone());
         }
         self.count_rejection(ctx, "http", &r);
         answer_failure(session, ctx, &r).await;
         let error_code = r.status.as_u16();
-        ctx.req.rejected_by = Some(("http", r));
+        ctx.rejected_by = Some(("http", r));
         FailToProxy {
             error_code,
             can_reuse_downstream: false,
@@ -297,7 +304,7 @@ async fn write_grpc(session: &mut Session, r: &Rejection) -> Result<()> {
     Ok(())
 }
 
-fn conn_cert(session: &Session) -> Option<&ConnCert> {
+fn presented_cert(session: &Session) -> Option<&ConnCert> {
     session
         .digest()?
         .ssl_digest
@@ -317,12 +324,12 @@ impl ProxyHttp for Chain {
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
-            req: RequestCtx {
-                started: Some(Instant::now()),
-                ..Default::default()
-            },
+            req: RequestCtx::default(),
             runtime: None,
             route: None,
+            started: Instant::now(),
+            rejected_by: None,
+            upstream_addr: None,
             status: 0,
             upstream_started: None,
             tried: Vec::new(),
@@ -372,12 +379,11 @@ impl ProxyHttp for Chain {
             drop_upgrade(session.req_header_mut());
         }
         ctx.route = Some(idx);
-        ctx.req.route = Some(idx);
         ctx.req.route_name = name;
 
-        if let Some(c) = conn_cert(session) {
-            ctx.req.conn_cert = Some(c.cert.clone());
-            ctx.req.conn_cert_failure = c.failure;
+        if let Some(c) = presented_cert(session) {
+            ctx.req.presented_cert = Some(c.cert.clone());
+            ctx.req.presented_cert_failure = c.failure;
         }
         // The listener's own policy applies to every route behind it.
         let mode = listener
@@ -389,7 +395,11 @@ impl ProxyHttp for Chain {
             .routes
             .get(idx)
             .is_some_and(|r| r.filters.iter().any(|f| f.verifies_client_cert()));
-        let failure = match (mode, &ctx.req.conn_cert, ctx.req.conn_cert_failure) {
+        let failure = match (
+            mode,
+            &ctx.req.presented_cert,
+            ctx.req.presented_cert_failure,
+        ) {
             (ClientCertMode::Required, None, _) => Some(CertFailure::Missing),
             (ClientCertMode::Required | ClientCertMode::Optional, Some(_), Some(f))
                 if !route_verifies =>
@@ -481,7 +491,7 @@ impl ProxyHttp for Chain {
             // WebSocket ones)
             peer.options.http_upstream_request_policy = HttpUpstreamRequestPolicy::deny_upgrades();
         }
-        ctx.req.upstream_addr = Some(addr);
+        ctx.upstream_addr = Some(addr);
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -637,7 +647,7 @@ impl ProxyHttp for Chain {
             )
             .into_up());
         }
-        if let (Some(route), Some(addr)) = (ctx.route(), ctx.req.upstream_addr) {
+        if let (Some(route), Some(addr)) = (ctx.route(), ctx.upstream_addr) {
             route.upstream.pool.answered(addr);
         }
         if let Some(t) = ctx.upstream_started.take() {
@@ -734,7 +744,7 @@ impl ProxyHttp for Chain {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.status);
-        let outcome = if ctx.req.rejected_by.is_some() {
+        let outcome = if ctx.rejected_by.is_some() {
             "rejected"
         } else if e.is_some() || status >= 500 {
             "error"
@@ -750,19 +760,14 @@ impl ProxyHttp for Chain {
             .requests
             .with_label_values(&[route, status_class(status), outcome])
             .inc();
-        let elapsed = ctx
-            .req
-            .started
-            .map(|s| s.elapsed().as_secs_f64())
-            .unwrap_or(0.0);
+        let elapsed = ctx.started.elapsed().as_secs_f64();
         self.metrics
             .request_duration
             .with_label_values(&[route, outcome])
             .observe(elapsed);
         // no request_filter, no header to trust (there may be none: a parser refusal)
         let req = ctx.runtime.is_some().then(|| session.req_header());
-        self.access_log
-            .write(session, req, &ctx.req, status, elapsed);
+        self.access_log.write(session, req, ctx, status, elapsed);
     }
 }
 

@@ -87,7 +87,7 @@ impl Filter for CertBoundFilter {
         let Some(expected) = x5t else {
             return self.fail(ctx, "cnf_missing");
         };
-        let Some(cert) = &ctx.client_cert else {
+        let Some(cert) = &ctx.accepted_cert else {
             return self.fail(ctx, "no_client_certificate");
         };
         if thumbprints_equal(expected, &cert.sha256) {
@@ -229,7 +229,7 @@ mod tests {
                     claims.as_object().cloned().unwrap_or_default(),
                 ),
             }),
-            client_cert: cert_sha.map(|s| {
+            accepted_cert: cert_sha.map(|s| {
                 Arc::new(ClientCert {
                     sha256: s,
                     ..Default::default()

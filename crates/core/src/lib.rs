@@ -14,13 +14,15 @@
 #![forbid(unsafe_code)]
 
 mod cert;
+mod claims;
 mod clock;
 mod ctx;
 mod header;
 
 pub use cert::{make_room, CertFailure, ClientCert, RoutePass, RouteVerdict, VerdictMemo};
+pub use claims::{Claims, Keep, Reuse};
 pub use clock::{system_clock, Clock, ManualClock, SharedClock, SystemClock};
-pub use ctx::{Claims, Keep, RequestCtx, Reuse, TokenInfo, UpstreamHeaders};
+pub use ctx::{RequestCtx, TokenInfo, UpstreamHeaders};
 pub use header::{bearer_token, BearerError};
 
 use async_trait::async_trait;

@@ -286,11 +286,11 @@ impl ClientCertFilter {
     /// route's own validation chain when it verifies the certificate itself, `None` when
     /// the listener's verification stands.
     async fn verify(&self, ctx: &RequestCtx) -> Result<Option<Arc<[Vec<u8>]>>, CertFailure> {
-        let Some(cert) = &ctx.conn_cert else {
+        let Some(cert) = &ctx.presented_cert else {
             return Err(CertFailure::Missing);
         };
         let Some(rt) = &self.route_trust else {
-            return ctx.conn_cert_failure.map_or(Ok(None), Err);
+            return ctx.presented_cert_failure.map_or(Ok(None), Err);
         };
         rt.refresh(&self.metrics);
         let generation = rt.generation();
@@ -353,14 +353,14 @@ impl Filter for ClientCertFilter {
     }
 
     async fn check(&self, _req: &http::request::Parts, ctx: &mut RequestCtx) -> Verdict {
-        if ctx.conn_cert.is_none() && self.mode == RouteCertMode::Optional {
+        if ctx.presented_cert.is_none() && self.mode == RouteCertMode::Optional {
             return Verdict::Continue;
         }
         let route_chain = match self.verify(ctx).await {
             Ok(c) => c,
             Err(f) => return self.reject(ctx, f),
         };
-        let Some(cert) = ctx.conn_cert.clone() else {
+        let Some(cert) = ctx.presented_cert.clone() else {
             return self.reject(ctx, CertFailure::Missing);
         };
         if self.require_eku && cert.eku_client_auth != Some(true) {
@@ -402,7 +402,7 @@ impl Filter for ClientCertFilter {
             chain,
             &mut ctx.upstream_headers,
         );
-        ctx.client_cert = Some(cert);
+        ctx.accepted_cert = Some(cert);
         Verdict::Continue
     }
 
