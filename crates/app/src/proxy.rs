@@ -19,9 +19,9 @@ use crate::target::{canonical_content_length, drop_upgrade, route, Routed};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use gatehouse_config::{ClientCertMode, ForwardedHeaders};
+use gatehouse_config::ForwardedHeaders;
 use gatehouse_config::{HashOn, UpstreamProtocol};
-use gatehouse_core::{CertFailure, Rejection, RequestCtx, Verdict};
+use gatehouse_core::{Rejection, RequestCtx, Verdict};
 use gatehouse_metrics::{status_class, Metrics};
 use gatehouse_mtls::ConnCert;
 use gatehouse_upstream::Pick;
@@ -342,12 +342,12 @@ impl ProxyHttp for Chain {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let rt = self.runtime.load_full();
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
-        let listener = rt.listener(local).cloned();
+        let listener = rt.listener_index(local);
         ctx.runtime = Some(rt.clone());
         let routed = route(
             &rt,
             session.req_header(),
-            listener.as_ref().map(|l| &*l.name),
+            listener.and_then(|i| rt.listeners.get(i)).map(|l| &*l.name),
         );
         let Routed {
             index: idx,
@@ -385,51 +385,17 @@ impl ProxyHttp for Chain {
             ctx.req.presented_cert = Some(c.cert.clone());
             ctx.req.presented_cert_failure = c.failure;
         }
-        // The listener's own policy applies to every route behind it.
-        let mode = listener
-            .map(|l| l.client_cert)
-            .unwrap_or(ClientCertMode::Off);
-        // A route whose client_cert filter verifies with its own policy (its CA bundle,
-        // clock skew, CRLs) decides itself; the listener's verdict stands for the others.
-        let route_verifies = rt
-            .routes
-            .get(idx)
-            .is_some_and(|r| r.filters.iter().any(|f| f.verifies_client_cert()));
-        let failure = match (
-            mode,
-            &ctx.req.presented_cert,
-            ctx.req.presented_cert_failure,
-        ) {
-            (ClientCertMode::Required, None, _) => Some(CertFailure::Missing),
-            (ClientCertMode::Required | ClientCertMode::Optional, Some(_), Some(f))
-                if !route_verifies =>
-            {
-                Some(f)
-            }
-            _ => None,
-        };
-        if let Some(f) = failure {
-            self.metrics
-                .client_cert_rejections
-                .with_label_values(&[&ctx.req.route_name, f.reason()])
-                .inc();
-            return self
-                .respond(
-                    session,
-                    ctx,
-                    "listener",
-                    Rejection::forbidden(f.reason(), f.description()),
-                )
-                .await;
-        }
-
         let Some(route) = rt.routes.get(idx) else {
             return Ok(false);
         };
+        // the listener's certificate policy is the first filter of its chain
+        let chain = listener
+            .and_then(|i| route.chains.get(i))
+            .unwrap_or(&route.filters);
         let mut rejected = None;
         {
             let parts: &http::request::Parts = session.req_header();
-            for f in &route.filters {
+            for f in chain {
                 if let Verdict::Reject(r) = f.check(parts, &mut ctx.req).await {
                     debug_assert!(
                         f.reasons().contains(&r.reason),

@@ -41,18 +41,22 @@ pub struct RouteRt {
     /// Strip or set `Forwarded`, `X-Real-IP`, `X-Forwarded-Host`, `X-Forwarded-Port`.
     pub forwarded_headers: ForwardedHeaders,
     pub upstream: Arc<UpstreamRt>,
-    pub filters: Vec<Box<dyn Filter>>,
+    /// The route's filters as each listener runs them, by listener position: the
+    /// listener's certificate policy first (when it asks for certificates), then the
+    /// route's own filters, shared by every listener's chain.
+    pub chains: Vec<Vec<Arc<dyn Filter>>>,
+    /// The route's own filters (a request from no known listener runs only these).
+    pub filters: Vec<Arc<dyn Filter>>,
     /// Every header a filter of this route (or the chain) sets upstream: stripped from the
     /// client's request first.
     pub owned_headers: Vec<HeaderName>,
 }
 
-/// A listener's client-certificate policy, as the chain enforces it.
+/// A listener as requests find it: by the address they came in on, for routes by name.
 #[derive(Debug, Clone)]
 pub struct ListenerRt {
     pub name: Arc<str>,
     pub addr: SocketAddr,
-    pub client_cert: ClientCertMode,
 }
 
 /// Everything the proxy needs per request.
@@ -167,11 +171,6 @@ impl Runtime {
             .map(|l| ListenerRt {
                 name: l.name.as_str().into(),
                 addr: l.listen,
-                client_cert: l
-                    .tls
-                    .as_ref()
-                    .map(|t| t.client_auth.mode)
-                    .unwrap_or(ClientCertMode::Off),
             })
             .collect();
         let mut routes = Vec::new();
@@ -179,18 +178,37 @@ impl Runtime {
             let upstream = upstreams.get(&r.upstream).cloned().ok_or_else(|| {
                 BuildError::Config(format!("routes[{i}]: unknown upstream {}", r.upstream))
             })?;
-            let mut built: Vec<Box<dyn Filter>> = Vec::new();
+            let mut built: Vec<Arc<dyn Filter>> = Vec::new();
             for (j, f) in r.filters.iter().enumerate() {
-                built.push(filters.build(c, f, metrics).map_err(|e| {
+                built.push(Arc::from(filters.build(c, f, metrics).map_err(|e| {
                     BuildError::Config(format!("routes[{i}].filters[{j}] ({}): {e}", f.kind()))
-                })?);
+                })?));
             }
+            // a route whose client_cert filter verifies with its own policy decides about
+            // the certificate itself; the listener's verdict stands for the others
+            let route_verifies = built.iter().any(|f| f.verifies_client_cert());
+            let policies: Vec<Option<Arc<dyn Filter>>> = c
+                .listeners
+                .iter()
+                .map(|l| {
+                    let mode = l
+                        .tls
+                        .as_ref()
+                        .map_or(ClientCertMode::Off, |t| t.client_auth.mode);
+                    gatehouse_mtls::ListenerPolicy::new(mode, route_verifies, metrics.clone())
+                        .map(|p| Arc::new(p) as Arc<dyn Filter>)
+                })
+                .collect();
+            let chains: Vec<Vec<Arc<dyn Filter>>> = policies
+                .iter()
+                .map(|p| p.iter().chain(&built).cloned().collect())
+                .collect();
             let mut owned: Vec<HeaderName> = gatehouse_mtls::CERT_HEADERS
                 .iter()
                 .chain(ALWAYS_STRIPPED)
                 .map(|h| HeaderName::from_static(h))
                 .collect();
-            for f in &built {
+            for f in policies.iter().flatten().take(1).chain(&built) {
                 // this route's refusal series exist from the start, at 0
                 for reason in f.reasons() {
                     metrics
@@ -215,6 +233,7 @@ impl Runtime {
                 websocket: r.websocket,
                 forwarded_headers: r.forwarded_headers,
                 upstream,
+                chains,
                 filters: built,
                 owned_headers: owned,
             });
@@ -244,10 +263,10 @@ impl Runtime {
         })
     }
 
-    /// The listener bound to `local`, if any.
-    pub fn listener(&self, local: Option<SocketAddr>) -> Option<&ListenerRt> {
+    /// The position of the listener a connection came in on.
+    pub fn listener_index(&self, local: Option<SocketAddr>) -> Option<usize> {
         let local = local?;
-        self.listeners.iter().find(|l| {
+        self.listeners.iter().position(|l| {
             l.addr == local || (l.addr.ip().is_unspecified() && l.addr.port() == local.port())
         })
     }

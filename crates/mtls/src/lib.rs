@@ -8,6 +8,7 @@ mod dp;
 mod filter;
 mod forward;
 mod identity;
+mod listener;
 pub mod parse;
 mod verify;
 
@@ -16,4 +17,5 @@ pub use dp::distribution_points;
 pub use filter::{ClientCertFilter, FilterBuildError};
 pub use forward::CERT_HEADERS;
 pub use identity::{parse_dn, parse_hex, IdentityMatcher};
+pub use listener::ListenerPolicy;
 pub use verify::{load_crl, load_pem_bundle, revocation_status, TrustError, TrustStore, Verified};
