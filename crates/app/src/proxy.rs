@@ -1,16 +1,21 @@
 //! The chain: one `ProxyHttp` implementation that runs each route's filters in Pingora's
 //! request phases and is the only place that writes rejection responses.
 //!
+//! The one pipeline diagram (the others were removed; docs/design.md points here):
+//!
 //! ```text
-//! request_filter ─ canonical target ─ route match ─ listener cert policy ─ filters[0..n] ─┐
-//!        │ Reject: JSON 4xx/5xx written here, Ok(true)                                    │ Continue
-//!        │ (the upstream request gets the normalised target and host: target.rs)          │
-//! upstream_peer ◀─────────────────────────────────────────────────────────────────────────┘
-//!        │ round-robin peer, timeouts, no upgrades unless the route allows WebSocket
+//! TLS handshake (tls.rs) ─ server certificate of the current Runtime; client certificate
+//!        │ verified once against the listener's trust, kept in the connection's digest
+//! request_filter ─ canonical target ─ route match ─ the route's chain for this listener:
+//!        │   [listener policy] ─ filters[0..n]                                  ─┐
+//!        │ Reject: JSON 4xx/5xx written here, Ok(true)                           │ Continue
+//!        │ (the upstream request gets the normalised target and host: target.rs) │
+//! upstream_peer ◀────────────────────────────────────────────────────────────────┘
+//!        │ a peer of the upstream's pool (balance, health, retries elsewhere)
 //! upstream_request_filter ─ strip owned headers, add ctx headers, one Content-Length
 //!        │
-//! fail_to_proxy (upstream down/slow: 502/504 JSON; the client's errors, including requests
-//!                the HTTP parser refused: 400/408 JSON) · logging (metrics, access log)
+//! fail_to_proxy (upstream down/slow: 502/503/504 JSON; the client's errors, including
+//!                requests the HTTP parser refused: 400/408 JSON) · logging (metrics, log)
 //! ```
 
 use crate::access_log::AccessLog;

@@ -180,21 +180,8 @@ fn quoted_string_safe(s: &str) -> String {
 /// by every request on the route; per-request state lives in [`RequestCtx`].
 ///
 /// Filters run in configured order from Pingora's `request_filter` phase, after the route
-/// was matched and before an upstream peer is chosen:
-///
-/// ```text
-///  downstream request
-///        │
-///  route match ──(no route)──▶ 404
-///        │
-///  filter[0].check ──Reject──▶ chain writes JSON rejection
-///        │ Continue
-///  filter[n].check ──Reject──▶ …
-///        │ Continue
-///  upstream_request_filter: strip spoofable headers, add ctx.upstream_headers
-///        │
-///  upstream
-/// ```
+/// was matched and before an upstream peer is chosen; the first `Reject` ends the request.
+/// The pipeline is drawn once, in `gatehouse-app`'s `proxy` module.
 #[async_trait]
 pub trait Filter: Send + Sync {
     /// Stable name used in metrics, logs and config errors (`client_cert`, `phantom_token`, …).
