@@ -130,8 +130,7 @@ impl TlsSource {
 /// TLS 1.3 session (a stateless ticket) brings back the leaf but not its chain, and the
 /// chain is needed to verify the leaf again against root-only CA bundles. One table per
 /// listener, shared by its shards (a session may resume on any of them).
-pub(crate) type Chains =
-    Arc<parking_lot::Mutex<std::collections::HashMap<[u8; 32], Arc<Vec<X509>>>>>;
+pub(crate) type Chains = Arc<gatehouse_core::Bounded<[u8; 32], Arc<Vec<X509>>>>;
 
 struct Acceptor {
     listener: String,
@@ -162,7 +161,7 @@ impl Acceptor {
                 .digest(openssl::hash::MessageDigest::sha256())
                 .ok()
                 .and_then(|d| <[u8; 32]>::try_from(&d[..]).ok())
-                .and_then(|key| self.chains.lock().get(&key).cloned());
+                .and_then(|key| self.chains.get(&key, |c| Some(c.clone())));
             if let Some(c) = remembered {
                 return (c.as_ref().clone(), false);
             }
@@ -174,11 +173,8 @@ impl Acceptor {
 /// Remember the chain a leaf came with (verified in this process, or carried in a session
 /// ticket from a full handshake a replica verified), for its resumed sessions.
 pub(crate) fn remember_chain(chains: &Chains, key: [u8; 32], chain: Vec<X509>) {
-    {
-        let mut chains = chains.lock();
-        gatehouse_core::make_room(&mut chains, MAX_CHAINS);
-        chains.insert(key, Arc::new(chain));
-    }
+    // a chain never expires by itself: when full, the shared rule makes room
+    chains.insert(key, Arc::new(chain), |_| false);
 }
 
 #[async_trait]
@@ -291,7 +287,7 @@ impl ListenerTlsState {
         Ok(Self {
             name: name.to_owned(),
             material,
-            chains: Default::default(),
+            chains: Arc::new(gatehouse_core::Bounded::new(MAX_CHAINS)),
             wants_certs: t.client_auth.mode != ClientCertMode::Off,
             fallback_ticket_key: crate::tickets::TicketKey::random()?,
         })

@@ -142,22 +142,6 @@ pub struct ClientCert {
     pub memo: VerdictMemo,
 }
 
-/// Room for one more entry in a bounded per-listener table (at most `max` entries): when
-/// full, one entry in eight goes (at least enough to fit), picked by the map's randomly
-/// seeded order. A burst of new certificates neither grows the table nor empties it at
-/// once, and each insert stays O(1) amortized.
-pub fn make_room<K, V, S>(map: &mut std::collections::HashMap<K, V, S>, max: usize) {
-    if map.len() < max {
-        return;
-    }
-    let drop = (map.len() / 8).max(map.len() + 1 - max);
-    let mut seen = 0usize;
-    map.retain(|_, _| {
-        seen += 1;
-        seen > drop
-    });
-}
-
 /// Result of a route-specific verification.
 pub type RouteVerdict = Result<RoutePass, CertFailure>;
 
@@ -171,13 +155,18 @@ pub struct RoutePass {
     pub chain_der: std::sync::Arc<[Vec<u8>]>,
 }
 
-/// A small per-connection memo keyed by (policy id, policy generation), plus a flag for
-/// things done once per connection.
-#[derive(Default)]
+/// A small per-connection memo keyed by policy id (one entry per route policy, with the
+/// policy's generation), plus a flag for things done once per connection.
 pub struct VerdictMemo(
-    parking_lot::Mutex<Vec<(u64, u64, RouteVerdict)>>,
+    crate::Bounded<u64, (u64, RouteVerdict)>,
     std::sync::atomic::AtomicBool,
 );
+
+impl Default for VerdictMemo {
+    fn default() -> Self {
+        Self(crate::Bounded::new(64), Default::default())
+    }
+}
 
 impl VerdictMemo {
     /// `true` the first time it is called for this connection's certificate.
@@ -187,22 +176,14 @@ impl VerdictMemo {
 
     /// The memoized verdict for `(id, generation)`, if any.
     pub fn peek(&self, id: u64, generation: u64) -> Option<RouteVerdict> {
-        let m = self.0.lock();
-        m.iter()
-            .find(|(i, g, _)| *i == id && *g == generation)
-            .map(|(_, _, v)| v.clone())
+        self.0
+            .get(&id, |(g, v)| (*g == generation).then(|| v.clone()))
     }
 
     /// Remember the verdict for `(id, generation)` (replacing older generations of `id`).
     pub fn put(&self, id: u64, generation: u64, v: RouteVerdict) {
-        {
-            let mut m = self.0.lock();
-            m.retain(|(i, _, _)| *i != id);
-            // bounded: one entry per route policy
-            if m.len() < 64 {
-                m.push((id, generation, v));
-            }
-        }
+        // an older generation of the same policy is as good as dead
+        self.0.insert(id, (generation, v), |(g, _)| *g < generation);
     }
 }
 
@@ -232,22 +213,6 @@ impl ClientCert {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_full_table_sheds_an_eighth_and_keeps_the_rest() {
-        let mut m: std::collections::HashMap<u32, ()> = (0..64).map(|i| (i, ())).collect();
-        make_room(&mut m, 100);
-        assert_eq!(m.len(), 64);
-        make_room(&mut m, 64);
-        assert_eq!(m.len(), 56);
-        // a tiny table still makes room for one
-        let mut t: std::collections::HashMap<u32, ()> = (0..3).map(|i| (i, ())).collect();
-        make_room(&mut t, 3);
-        assert_eq!(t.len(), 2);
-        let mut empty: std::collections::HashMap<u32, ()> = Default::default();
-        make_room(&mut empty, 0);
-        assert!(empty.is_empty());
-    }
-
     use super::*;
 
     #[test]

@@ -13,13 +13,15 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod bounded;
 mod cert;
 mod claims;
 mod clock;
 mod ctx;
 mod header;
 
-pub use cert::{make_room, CertFailure, ClientCert, RoutePass, RouteVerdict, VerdictMemo};
+pub use bounded::Bounded;
+pub use cert::{CertFailure, ClientCert, RoutePass, RouteVerdict, VerdictMemo};
 pub use claims::{Claims, Keep, Reuse};
 pub use clock::{system_clock, Clock, ManualClock, SharedClock, SystemClock};
 pub use ctx::{RequestCtx, TokenInfo, UpstreamHeaders};

@@ -451,20 +451,16 @@ pub fn status_class(status: u16) -> &'static str {
 /// the gauge (and the alert on it) at the old one's expiry once the window has passed.
 pub struct SoonestExpiry {
     gauge: IntGauge,
-    seen: parking_lot::Mutex<SeenCerts>,
-}
-
-#[derive(Default)]
-struct SeenCerts {
     /// SHA-256 of a certificate → (its notAfter, when it was last accepted).
-    certs: std::collections::HashMap<[u8; 32], (i64, i64)>,
-    next_recompute: i64,
+    seen: gatehouse_core::Bounded<[u8; 32], (i64, i64)>,
+    /// When the gauge is recomputed next (Unix seconds) unless a new certificate comes.
+    next_recompute: std::sync::atomic::AtomicI64,
 }
 
 impl SoonestExpiry {
     /// How long an accepted certificate counts, in seconds.
     pub const WINDOW: i64 = 86_400;
-    /// Certificates tracked at most (the least recently accepted make room).
+    /// Certificates tracked at most.
     const MAX_TRACKED: usize = 4096;
     /// The gauge is recomputed when a new certificate arrives and otherwise at most this
     /// often, in seconds.
@@ -473,27 +469,29 @@ impl SoonestExpiry {
     fn new(gauge: IntGauge) -> Self {
         Self {
             gauge,
-            seen: Default::default(),
+            seen: gatehouse_core::Bounded::new(Self::MAX_TRACKED),
+            next_recompute: Default::default(),
         }
     }
 
     /// A certificate (by SHA-256) with this `notAfter` was accepted at `now` (Unix seconds).
     pub fn observe(&self, sha256: [u8; 32], not_after: i64, now: i64) {
-        let mut s = self.seen.lock();
-        let new = s.certs.insert(sha256, (not_after, now)).is_none();
-        if !new && now < s.next_recompute {
+        use std::sync::atomic::Ordering::Relaxed;
+        let new = self.seen.get(&sha256, |_| Some(())).is_none();
+        // out of the window is dead
+        self.seen.insert(sha256, (not_after, now), |(_, seen)| {
+            now - *seen > Self::WINDOW
+        });
+        if !new && now < self.next_recompute.load(Relaxed) {
             return;
         }
-        s.certs.retain(|_, (_, seen)| now - *seen <= Self::WINDOW);
-        if s.certs.len() > Self::MAX_TRACKED {
-            let mut seen: Vec<i64> = s.certs.values().map(|(_, t)| *t).collect();
-            seen.sort_unstable();
-            let cut = seen[seen.len() - Self::MAX_TRACKED];
-            s.certs.retain(|_, (_, t)| *t >= cut);
-        }
-        self.gauge
-            .set(s.certs.values().map(|(n, _)| *n).min().unwrap_or(0));
-        s.next_recompute = now + Self::RECOMPUTE_EVERY;
+        let soonest = self.seen.with(|m| {
+            m.retain(|_, (_, seen)| now - *seen <= Self::WINDOW);
+            m.values().map(|(n, _)| *n).min().unwrap_or(0)
+        });
+        self.gauge.set(soonest);
+        self.next_recompute
+            .store(now + Self::RECOMPUTE_EVERY, Relaxed);
     }
 
     /// The gauge's value (0: none accepted in the window).

@@ -2,9 +2,7 @@
 
 use crate::verify::{unix_now, TrustStore};
 use gatehouse_core::{CertFailure, ClientCert};
-use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Stored in Pingora's `SslDigest.extension` for every TLS connection that presented a
@@ -111,9 +109,16 @@ const MAX_MEMO_CHAIN_BYTES: usize = 16 * 1024;
 /// and only for trust stores without revocation checks (whose verdict cannot change while
 /// the store lives). It belongs to one trust store: a reload builds a new one. The client
 /// still proves possession of the leaf's key in every handshake (TLS CertificateVerify).
-#[derive(Default)]
 pub struct VerifiedLeaves {
-    map: Mutex<HashMap<[u8; 32], Remembered>>,
+    map: gatehouse_core::Bounded<[u8; 32], Remembered>,
+}
+
+impl Default for VerifiedLeaves {
+    fn default() -> Self {
+        Self {
+            map: gatehouse_core::Bounded::new(MAX_VERIFIED),
+        }
+    }
 }
 
 /// From when until when (seconds since the Unix epoch: the latest `notBefore` and the
@@ -132,26 +137,20 @@ impl VerifiedLeaves {
     }
 
     fn get(&self, key: &[u8; 32], now: i64) -> Option<Arc<ClientCert>> {
-        let map = self.map.lock();
-        map.get(key)
-            .filter(|((from, until), _)| *from <= now && now < *until)
-            .map(|(_, c)| c.clone())
+        self.map.get(key, |((from, until), c)| {
+            (*from <= now && now < *until).then(|| c.clone())
+        })
     }
 
     fn put(&self, key: [u8; 32], window: (i64, i64), cert: Arc<ClientCert>, now: i64) {
-        {
-            let mut map = self.map.lock();
-            if map.len() >= MAX_VERIFIED {
-                map.retain(|_, ((_, u), _)| now < *u);
-                gatehouse_core::make_room(&mut map, MAX_VERIFIED);
-            }
-            map.insert(key, (window, cert));
-        }
+        // an entry past its window is dead
+        self.map
+            .insert(key, (window, cert), |((_, until), _)| *until <= now);
     }
 
     /// Certificates remembered.
     pub fn len(&self) -> usize {
-        self.map.lock().len()
+        self.map.len()
     }
 
     /// Whether none is remembered.
@@ -236,7 +235,7 @@ mod tests {
             &pki.partner_a.cert.to_der().unwrap(),
             &[chain[0].to_der().unwrap()],
         );
-        let ((from, until), _) = *memo.map.lock().get(&key).unwrap();
+        let (from, until) = memo.map.get(&key, |(w, _)| Some(*w)).unwrap();
         let (leaf_from, leaf_until) =
             validity_window(std::slice::from_ref(&pki.partner_a.cert)).unwrap();
         assert_eq!(until, leaf_until);
@@ -278,7 +277,7 @@ mod tests {
             &leaf.cert.to_der().unwrap(),
             &[short_ca.cert.to_der().unwrap()],
         );
-        let ((_, until), _) = *memo.map.lock().get(&key).unwrap();
+        let (_, until) = memo.map.get(&key, |(w, _)| Some(*w)).unwrap();
         assert!(
             until <= now + 600 + 5 && until >= now + 600 - 5,
             "{until} vs {now}"
