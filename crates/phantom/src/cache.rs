@@ -57,17 +57,25 @@ impl CachedToken {
         Self(Claims::cached(&Map::new(), Keep::Hot, b"", Some(reuse)))
     }
 
-    /// The claims of an active token; `None` for a negative entry (the only entries
-    /// without a JWT to forward).
-    pub fn claims(&self) -> Option<&Claims> {
-        (!self.0.attachment().is_empty()).then_some(&self.0)
+    /// What the entry says about its token. (One allocation per entry either way: an
+    /// inactive entry is the one without a JWT to forward, and this is the only place that
+    /// knows it.)
+    pub fn state(&self) -> TokenState<'_> {
+        if self.0.attachment().is_empty() {
+            TokenState::Inactive
+        } else {
+            TokenState::Active(&self.0)
+        }
     }
 
     /// `Authorization: Bearer <jwt>` for the upstream request (`None` for a negative
     /// entry). Built per request from the cached bytes: a copy of the JWT, where sharing
     /// one prebuilt header would cost a second allocation per cached token.
     pub fn upstream_header(&self) -> Option<http::HeaderValue> {
-        http::HeaderValue::from_bytes(self.claims()?.attachment()).ok()
+        match self.state() {
+            TokenState::Active(claims) => http::HeaderValue::from_bytes(claims.attachment()).ok(),
+            TokenState::Inactive => None,
+        }
     }
 
     /// Whether both are the very same entry (not merely equal ones).
@@ -84,6 +92,15 @@ impl CachedToken {
     pub fn keep_for(&self) -> Duration {
         self.0.reuse().map_or(Duration::ZERO, |r| r.keep_for)
     }
+}
+
+/// What a cache entry says about its token.
+#[derive(Debug, Clone, Copy)]
+pub enum TokenState<'a> {
+    /// Active, with these claims (and the JWT to forward).
+    Active(&'a Claims),
+    /// Not active (a negative answer, cached for `negative_ttl`).
+    Inactive,
 }
 
 /// How a lookup was served.

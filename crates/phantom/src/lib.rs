@@ -11,7 +11,7 @@ mod introspect;
 mod signer;
 
 pub use breaker::Breaker;
-pub use cache::{CachedToken, Lookup, MokaCache, TokenCache, TokenKey};
+pub use cache::{CachedToken, Lookup, MokaCache, TokenCache, TokenKey, TokenState};
 pub use compact::CompactCache;
 pub use flight::Flights;
 pub use introspect::{
@@ -188,18 +188,16 @@ impl AuthServer {
         let cached = self.cache.get(&key).await;
         if let Some(e) = &cached {
             if e.is_fresh(now) {
-                count(if e.claims().is_some() {
-                    "hit"
-                } else {
-                    "negative_hit"
+                count(match e.state() {
+                    TokenState::Active(_) => "hit",
+                    TokenState::Inactive => "negative_hit",
                 });
                 return Ok(e.clone());
             }
         }
         // stale: an active token may still be served while the server fails
         let stale = cached.filter(|e| {
-            e.claims()
-                .is_some_and(|c| c.exp().is_none_or(|x| x > self.clock.unix()))
+            matches!(e.state(), TokenState::Active(c) if c.exp().is_none_or(|x| x > self.clock.unix()))
         });
         if self.breaker.is_open() {
             let probe = self.breaker.attempt(now);
@@ -366,7 +364,7 @@ impl Filter for PhantomTokenFilter {
                 "the access token is not active",
             ))
         };
-        let Some(claims) = entry.claims() else {
+        let TokenState::Active(claims) = entry.state() else {
             return inactive();
         };
         if claims.exp().is_some_and(|e| e <= self.server.clock.unix()) {
