@@ -35,6 +35,20 @@ pub struct BuildOptions {
     pub clock: SharedClock,
 }
 
+/// Largest decoded HTTP/2 header list a request may carry to reach the chain (Pingora's
+/// default is 64 KiB). Above it the h2 layer answers 431 by itself, before Gatehouse sees
+/// the request, so nothing is logged or counted. With 256 KiB, oversized headers that
+/// clients really send (a 64 KiB token) reach the filters and get Gatehouse's own answer
+/// (400 `authorization_too_long`, counted) as over HTTP/1.1, whose header limit is 1 MiB.
+const H2_MAX_HEADER_LIST: u32 = 256 * 1024;
+
+/// Pingora's bounded HTTP/2 defaults (concurrent streams) with Gatehouse's header limit.
+fn h2_options() -> pingora_core::protocols::http::v2::server::H2Options {
+    let mut o = pingora_core::protocols::http::v2::server::default_h2_options();
+    o.max_header_list_size(H2_MAX_HEADER_LIST);
+    o
+}
+
 impl Default for BuildOptions {
     fn default() -> Self {
         Self {
@@ -166,6 +180,9 @@ impl Gatehouse {
                 chain.clone(),
                 &name,
             );
+            if let Some(app) = proxy.app_logic_mut() {
+                app.h2_options = Some(h2_options());
+            }
             let mut sock = None;
             if shards > 1 {
                 proxy.threads = Some(1);

@@ -124,6 +124,45 @@ async fn no_token_jwt_secret_or_private_key_in_logs_or_metrics() {
             "a refusal is JSON: {resp}"
         );
     }
+    // an oversized Authorization header (64 KiB and more), over HTTP/2 and HTTP/1.1:
+    // answered (400, Gatehouse's JSON) and counted on both, never a dropped connection;
+    // past the HTTP/2 header-list limit (256 KiB) the h2 layer answers 431 itself
+    let huge = |n: usize| format!("Bearer {}", "a".repeat(n));
+    let h1 = {
+        let root = reqwest::Certificate::from_pem(&std::fs::read(dir.join("root-ca.pem")).unwrap())
+            .unwrap();
+        let cert = std::fs::read(dir.join("partner-a.pem")).unwrap();
+        let key = std::fs::read(dir.join("partner-a.key")).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(root)
+            .identity(reqwest::Identity::from_pkcs8_pem(&cert, &key).unwrap())
+            .http1_only()
+            .build()
+            .unwrap()
+    };
+    for (c, version) in [
+        (&a, reqwest::Version::HTTP_2),
+        (&h1, reqwest::Version::HTTP_11),
+    ] {
+        for n in [64 * 1024, 100 * 1024] {
+            let res = c
+                .get(format!("https://localhost:{port}/api/echo"))
+                .header("authorization", huge(n))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{version:?}, {n} bytes: no answer: {e}"));
+            assert_eq!(res.version(), version);
+            assert_eq!(res.status(), 400, "{version:?}, {n} bytes");
+            assert_eq!(json(res).await["error"], "invalid_request");
+        }
+    }
+    let res = a
+        .get(format!("https://localhost:{port}/api/echo"))
+        .header("authorization", huge(300 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 431, "past the HTTP/2 header-list limit");
     {
         use std::io::Write;
         let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -143,6 +182,10 @@ async fn no_token_jwt_secret_or_private_key_in_logs_or_metrics() {
     assert!(
         metrics.contains("gatehouse_rejections_total{filter=\"http\",reason=\"malformed_request\",route=\"none\"} 1"),
         "the unparsable request is counted"
+    );
+    assert!(
+        metrics.contains("gatehouse_rejections_total{filter=\"phantom_token\",reason=\"authorization_too_long\",route=\"api\"} 4"),
+        "the oversized headers are counted, both protocols"
     );
     let _ = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
