@@ -199,6 +199,7 @@ fn every_conf_example_is_valid() {
         n += 1;
     }
     assert!(n >= 2, "expected example configs in {}", conf.display());
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -557,4 +558,5 @@ fn secrets_are_checked_by_the_reader_the_build_uses() {
         read_secret(Some(&empty.display().to_string()), None).ok(),
         Some("s3cret".to_owned())
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,7 +5,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use gatehouse_testkit::{
-    gateway_client, json, partner_client, AuthServer, Proxy, TestPki, Upstream,
+    gateway_client, json, partner_client, AuthServer, DevAuthorizationServer, Proxy, TestConfig,
+    TestPki, Upstream,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -14,28 +15,14 @@ use sha2::{Digest, Sha256};
 /// Routes: /api/ (phantom + cnf + scope transactions), /admin/ (phantom + cnf + scope admin),
 /// /jwt/ (jwt filter + cnf + claims with roles/azp/azpacr).
 fn yaml() -> String {
-    "version: 1
-server: { threads: 2, grace_period: 0s, shutdown_timeout: 0s }
-admin: { listen: \"${ADMIN_ADDR}\" }
-log: { access_log: off }
-listeners:
-  - name: edge
-    listen: \"${PROXY_ADDR}\"
-    tls:
-      cert_file: ${CERT_DIR}/server.pem
-      key_file: ${CERT_DIR}/server.key
-      client_auth: { mode: required, ca_files: [\"${CERT_DIR}/root-ca.pem\"] }
-authorization_servers:
-  dev:
-    issuer: ${ISSUER}
-    jwks_uri: ${ISSUER}/oauth/jwks
-    ca_file: ${CERT_DIR}/root-ca.pem
-    algorithms: [ES256]
-    introspection:
-      url: ${ISSUER}/oauth/introspect
-      accept: token-introspection+jwt
-      client_auth: { method: client_secret_basic, client_id: gateway, client_secret_env: GH_TEST_SECRET }
-  local:
+    TestConfig::edge("required").threads(2).build()
+        + "authorization_servers:\n"
+        + &DevAuthorizationServer::new(
+            "token-introspection+jwt",
+            "{ method: client_secret_basic, client_id: gateway, client_secret_env: GH_TEST_SECRET }",
+        )
+        .build()
+        + "  local:
     issuer: https://issuer.example
     jwks_file: ${CERT_DIR}/local-jwks.json
     algorithms: [ES256, RS256]
@@ -80,7 +67,6 @@ routes:
         roles: [service-api]
         equals: { azp: partner-a, azpacr: \"2\" }
 "
-    .to_owned()
 }
 
 struct Env {

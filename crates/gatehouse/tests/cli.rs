@@ -19,8 +19,7 @@ fn check(path: &std::path::Path, env: &[(&str, &str)]) -> (i32, String) {
 
 #[test]
 fn check_names_the_path_and_line_of_a_typo_and_exits_64() {
-    let dir = std::env::temp_dir().join(format!("gatehouse-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = gatehouse_testkit::TempDir::new("cli");
     let file = dir.join("typo.yaml");
     std::fs::write(
         &file,
@@ -77,8 +76,7 @@ fn check_accepts_every_example_in_conf() {
 fn run_on_a_taken_address_exits_69() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap();
-    let dir = std::env::temp_dir().join(format!("gatehouse-taken-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = gatehouse_testkit::TempDir::new("taken");
     for (threads, admin_taken) in [(1, false), (2, false), (4, false), (1, true), (2, true)] {
         let free = gatehouse_testkit::free_port();
         let (listen, admin) = if admin_taken {
@@ -138,8 +136,7 @@ fn run_on_a_taken_address_exits_69() {
 /// from `check` and nothing of the server's start-up chatter.
 #[test]
 fn check_and_run_agree_on_a_broken_certificate_and_check_is_quiet_when_valid() {
-    let dir = std::env::temp_dir().join(format!("gatehouse-cert-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = gatehouse_testkit::TempDir::new("cert");
     let pem = dir.join("server.pem");
     std::fs::write(
         &pem,
@@ -198,8 +195,7 @@ fn check_and_run_agree_on_a_broken_certificate_and_check_is_quiet_when_valid() {
 #[test]
 fn process_logs_can_be_json() {
     use std::io::BufRead;
-    let dir = std::env::temp_dir().join(format!("gatehouse-json-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = gatehouse_testkit::TempDir::new("json");
     let file = dir.join("j.yaml");
     let port = gatehouse_testkit::free_port();
     std::fs::write(

@@ -4,28 +4,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_testkit::gatehouse_devauth::pki::{CertSpec, KeyKind};
-use gatehouse_testkit::{json, Proxy, TestPki, Upstream};
+use gatehouse_testkit::{json, Proxy, TestConfig, TestPki, Upstream};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+/// The edge listener (certificates optional, chains up to 3 deep), one upstream, `routes`.
+fn config(routes: &str) -> TestConfig {
+    TestConfig::edge("optional")
+        .client_auth("max_depth: 3")
+        .section("upstreams:\n  app: { peers: [\"${UP}\"] }")
+        .routes(routes)
+}
+
 fn base(routes: &str) -> String {
-    format!(
-        "version: 1
-server: {{ threads: 1, grace_period: 0s, shutdown_timeout: 0s }}
-admin: {{ listen: \"${{ADMIN_ADDR}}\" }}
-log: {{ access_log: off }}
-listeners:
-  - name: edge
-    listen: \"${{PROXY_ADDR}}\"
-    tls:
-      cert_file: ${{CERT_DIR}}/server.pem
-      key_file: ${{CERT_DIR}}/server.key
-      client_auth: {{ mode: optional, ca_files: [\"${{CERT_DIR}}/root-ca.pem\"], max_depth: 3 }}
-upstreams:
-  app: {{ peers: [\"${{UP}}\"] }}
-routes:
-{routes}"
-    )
+    config(routes).build()
 }
 
 fn route(name: &str, filter: &str) -> String {
@@ -457,7 +449,9 @@ async fn a_listener_trust_reload_forgets_the_certificates_it_had_verified() {
     // the listener now trusts another root only: the same certificate must be verified
     // again, against the new store, and fail
     let other = TestPki::new();
-    let yaml = base(&routes).replace("${CERT_DIR}/root-ca.pem", &other.path("root-ca.pem"));
+    let yaml = config(&routes)
+        .client_ca(&other.path("root-ca.pem"))
+        .build();
     gh.reload_with(&yaml).unwrap();
     let res = get_fresh(&pki, &gh, &pki.pki.partner_a, "/any/x").await;
     assert_eq!(res.status(), 403);

@@ -32,7 +32,7 @@ fn client(dir: &std::path::Path, who: Option<&str>) -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_runs_the_phantom_token_flow() {
-    let dir = std::env::temp_dir().join(format!("gatehouse-demo-test-{}", std::process::id()));
+    let dir = gatehouse_testkit::TempDir::new("demo-test");
     let (port, admin, auth) = (free_port(), free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(["demo", "--dir"])
@@ -146,7 +146,7 @@ async fn the_demo_runs_the_phantom_token_flow() {
     // issue 15's walk-around (curl --path-as-is): /public/ must not lead into /api/
     for target in ["/public/../api/echo", "/public/%2e%2e/api/echo"] {
         let (dir, req) = (
-            dir.clone(),
+            dir.to_path_buf(),
             format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
         );
         let resp = tokio::task::spawn_blocking(move || {
@@ -193,5 +193,4 @@ async fn the_demo_runs_the_phantom_token_flow() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(std::fs::read(dir.join("root-ca.pem")).unwrap(), before);
-    let _ = std::fs::remove_dir_all(&dir);
 }

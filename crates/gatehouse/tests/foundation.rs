@@ -4,29 +4,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_testkit::gatehouse_devauth::pki::CertSpec;
-use gatehouse_testkit::{json, Proxy, TestPki, Upstream};
+use gatehouse_testkit::{json, Proxy, TestConfig, TestPki, Upstream};
 use std::time::Duration;
 
-fn yaml(mode: &str, routes: &str) -> String {
-    format!(
-        "version: 1
-server: {{ threads: ${{THREADS}}, grace_period: 0s, shutdown_timeout: 0s }}
-admin: {{ listen: \"${{ADMIN_ADDR}}\" }}
-log: {{ access_log: off }}
-listeners:
-  - name: edge
-    listen: \"${{PROXY_ADDR}}\"
-    tls:
-      cert_file: ${{CERT_DIR}}/server.pem
-      key_file: ${{CERT_DIR}}/server.key
-      client_auth: {{ mode: {mode}, ca_files: [\"${{CERT_DIR}}/root-ca.pem\"] }}
-upstreams:
-  app: {{ peers: [\"${{UP}}\"], connect_timeout: 1s, read_timeout: 1s }}
-  other: {{ peers: [\"${{UP2}}\"] }}
-  dead: {{ peers: [\"${{DEAD}}\"], connect_timeout: 1s }}
-routes:
-{routes}"
-    )
+/// The edge listener in `mode`, the three upstreams, `routes`.
+fn config(mode: &str, routes: &str) -> TestConfig {
+    TestConfig::edge(mode)
+        .section(
+            "upstreams:
+  app: { peers: [\"${UP}\"], connect_timeout: 1s, read_timeout: 1s }
+  other: { peers: [\"${UP2}\"] }
+  dead: { peers: [\"${DEAD}\"], connect_timeout: 1s }",
+        )
+        .routes(routes)
 }
 
 const DEFAULT_ROUTES: &str = "  - { name: api, match: { path_prefix: /api/ }, upstream: app }\n";
@@ -43,8 +33,7 @@ async fn start_with_threads(
     up2: &Upstream,
     threads: usize,
 ) -> Proxy {
-    let yaml = yaml(mode, routes).replace("${THREADS}", &threads.to_string());
-    start_yaml(pki, &yaml, up, up2).await
+    start_yaml(pki, &config(mode, routes).threads(threads).build(), up, up2).await
 }
 
 async fn start_yaml(pki: &TestPki, yaml: &str, up: &Upstream, up2: &Upstream) -> Proxy {
@@ -508,15 +497,9 @@ async fn replicas_sharing_ticket_key_files_resume_each_others_sessions_and_rotat
     };
     let (old, new) = (key("ticket-old.key"), key("ticket-new.key"));
     let with_keys = |files: &[&str]| {
-        yaml("required", DEFAULT_ROUTES)
-            .replace("${THREADS}", "1")
-            .replace(
-                "      client_auth:",
-                &format!(
-                    "      session_ticket_key_files: [{}]\n      client_auth:",
-                    files.join(", ")
-                ),
-            )
+        config("required", DEFAULT_ROUTES)
+            .tls(&format!("session_ticket_key_files: [{}]", files.join(", ")))
+            .build()
     };
     let a = start_yaml(&pki, &with_keys(&[&old]), &up, &up2).await;
     let b = start_yaml(&pki, &with_keys(&[&old]), &up, &up2).await;
@@ -611,11 +594,11 @@ async fn resumed_sessions_keep_the_verified_certificate_with_its_intermediate() 
 async fn without_resumption_no_ticket_is_issued_and_every_handshake_is_full() {
     let pki = TestPki::new();
     let (up, up2) = (Upstream::start().await, Upstream::start().await);
-    let yaml = yaml("required", DEFAULT_ROUTES).replace(
-        "      client_auth:",
-        "      session_resumption: false\n      client_auth:",
-    );
-    let gh = start_yaml(&pki, &yaml.replace("${THREADS}", "2"), &up, &up2).await;
+    let yaml = config("required", DEFAULT_ROUTES)
+        .tls("session_resumption: false")
+        .threads(2)
+        .build();
+    let gh = start_yaml(&pki, &yaml, &up, &up2).await;
     let port = gh.addr.port();
     let (_pki, rounds) = tokio::task::spawn_blocking(move || {
         let rounds = connections_with_resumption(port, &pki, 2);

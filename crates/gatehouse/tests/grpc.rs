@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_testkit::gatehouse_devauth::pki::Issued;
-use gatehouse_testkit::{gateway_client, partner_client, AuthServer, Proxy, TestPki};
+use gatehouse_testkit::{gateway_client, partner_client, AuthServer, Proxy, TestConfig, TestPki};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,18 +16,10 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 /// The listener both tests use: mutual TLS with the test PKI.
-const EDGE: &str = "version: 1
-server: { threads: 2, grace_period: 0s, shutdown_timeout: 0s }
-admin: { listen: \"${ADMIN_ADDR}\" }
-log: { access_log: off }
-listeners:
-  - name: edge
-    listen: \"${PROXY_ADDR}\"
-    tls:
-      cert_file: ${CERT_DIR}/server.pem
-      key_file: ${CERT_DIR}/server.key
-      client_auth: { mode: required, ca_files: [\"${CERT_DIR}/root-ca.pem\"] }
-";
+/// The edge listener (certificates required), two threads: the tests add the rest.
+fn edge() -> String {
+    TestConfig::edge("required").threads(2).build()
+}
 
 /// tonic's health service on a loopback port, reporting `gatehouse.Test` as serving.
 async fn grpc_server() -> SocketAddr {
@@ -206,7 +198,7 @@ async fn grpc_through_the_whole_chain_with_grpc_shaped_refusals() {
     )
     .await;
     std::env::set_var("GH_TEST_SECRET", "gateway-secret");
-    let y = EDGE.to_owned()
+    let y = edge()
         + "authorization_servers:
   dev:
     issuer: ${ISSUER}
@@ -286,7 +278,7 @@ routes:
 async fn h2_over_tls_to_the_upstream_negotiated_by_alpn() {
     let pki = TestPki::new();
     let grpc = grpc_tls_server(&pki.pki.server).await;
-    let y = EDGE.to_owned()
+    let y = edge()
         + "upstreams:
   grpc:
     peers: [\"${GRPC}\"]

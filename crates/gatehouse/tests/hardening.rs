@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_testkit::{
-    free_port, gateway_client, json, partner_client, raw_tls, raw_tls_pem, AuthServer, Proxy,
-    TestPki, Upstream,
+    free_port, gateway_client, json, partner_client, raw_tls, raw_tls_pem, AuthServer,
+    DevAuthorizationServer, Proxy, TestConfig, TestPki, Upstream,
 };
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -15,7 +15,7 @@ use std::time::Duration;
 /// traffic, and look for every secret in everything it wrote and in /metrics.
 #[tokio::test(flavor = "multi_thread")]
 async fn no_token_jwt_secret_or_private_key_in_logs_or_metrics() {
-    let dir = std::env::temp_dir().join(format!("gatehouse-secrets-{}", std::process::id()));
+    let dir = gatehouse_testkit::TempDir::new("secrets");
     let (port, admin, auth) = (free_port(), free_port(), free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(["demo", "--dir"])
@@ -111,7 +111,7 @@ async fn no_token_jwt_secret_or_private_key_in_logs_or_metrics() {
         format!("GET /api/echo HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n"),
     ];
     for req in malformed {
-        let dir = dir.clone();
+        let dir = dir.to_path_buf();
         // the last one is cut short: the client goes away mid-header
         let complete = req.ends_with("\r\n\r\n") || req.ends_with("ab");
         let resp = tokio::task::spawn_blocking(move || {
@@ -219,33 +219,18 @@ async fn no_token_jwt_secret_or_private_key_in_logs_or_metrics() {
         assert!(!logs.contains(needle), "{what} appears in the logs");
         assert!(!metrics.contains(needle), "{what} appears in the metrics");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn yaml() -> &'static str {
-    "version: 1
-server: { threads: 1, grace_period: 0s, shutdown_timeout: 0s }
-admin: { listen: \"${ADMIN_ADDR}\" }
-log: { access_log: off }
-listeners:
-  - name: edge
-    listen: \"${PROXY_ADDR}\"
-    tls:
-      cert_file: ${CERT_DIR}/server.pem
-      key_file: ${CERT_DIR}/server.key
-      client_auth: { mode: required, ca_files: [\"${CERT_DIR}/root-ca.pem\"] }
-authorization_servers:
-  dev:
-    issuer: ${ISSUER}
-    jwks_uri: ${ISSUER}/oauth/jwks
-    ca_file: ${CERT_DIR}/root-ca.pem
-    algorithms: [ES256]
-    jwks_min_refresh: 1s
-    introspection:
-      url: ${ISSUER}/oauth/introspect
-      accept: jwt
-      client_auth: { method: client_secret_basic, client_id: gateway, client_secret_env: GH_HARDEN_SECRET }
-upstreams:
+fn yaml() -> String {
+    TestConfig::edge("required").build()
+        + "authorization_servers:\n"
+        + &DevAuthorizationServer::new(
+            "jwt",
+            "{ method: client_secret_basic, client_id: gateway, client_secret_env: GH_HARDEN_SECRET }",
+        )
+            .key("jwks_min_refresh: 1s")
+        .build()
+        + "upstreams:
   app: { peers: [\"${UP}\"] }
 routes:
   - name: api
@@ -288,7 +273,7 @@ async fn setup() -> (TestPki, Upstream, AuthServer, Proxy) {
         ("UP", up.addr.to_string()),
         ("ISSUER", auth.issuer()),
     ];
-    let gh = Proxy::start(yaml(), &vars).await;
+    let gh = Proxy::start(&yaml(), &vars).await;
     (pki, up, auth, gh)
 }
 

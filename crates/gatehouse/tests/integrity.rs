@@ -8,37 +8,33 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use gatehouse_testkit::{raw_tls, Proxy, RawUpstream, TestPki};
+use gatehouse_testkit::{raw_tls, Proxy, RawUpstream, TestConfig, TestPki};
 
 const STRICT: &str = "filters: [ { kind: client_cert, identities: [ { common_name: nobody } ] } ]";
 
-fn yaml(extra_server: &str) -> String {
-    format!(
-        "version: 1
-server: {{ threads: 1, grace_period: 0s, shutdown_timeout: 0s {extra_server} }}
-admin: {{ listen: \"${{ADMIN_ADDR}}\" }}
-log: {{ access_log: \"${{ACCESS_LOG}}\" }}
-listeners:
-  - name: edge
-    listen: \"${{PROXY_ADDR}}\"
-    tls:
-      cert_file: ${{CERT_DIR}}/server.pem
-      key_file: ${{CERT_DIR}}/server.key
-      client_auth: {{ mode: optional, ca_files: [\"${{CERT_DIR}}/root-ca.pem\"] }}
-upstreams:
-  raw: {{ peers: [\"${{UP}}\"], connect_timeout: 1s, read_timeout: 2s }}
-  switching: {{ peers: [\"${{UP101}}\"], connect_timeout: 1s, read_timeout: 2s }}
-routes:
-  - {{ name: admin, match: {{ path_prefix: /admin/ }}, upstream: raw, {STRICT} }}
+/// The edge listener (certificates optional), the access log at `${ACCESS_LOG}`, the two
+/// raw upstreams and the routes the tests aim at; `server` adds a `server:` key.
+fn yaml(server: Option<&str>) -> String {
+    let mut c = TestConfig::edge("optional").access_log("\"${ACCESS_LOG}\"");
+    if let Some(kv) = server {
+        c = c.server(kv);
+    }
+    c.section(
+        "upstreams:
+  raw: { peers: [\"${UP}\"], connect_timeout: 1s, read_timeout: 2s }
+  switching: { peers: [\"${UP101}\"], connect_timeout: 1s, read_timeout: 2s }",
+    )
+    .routes(&format!(
+        "  - {{ name: admin, match: {{ path_prefix: /admin/ }}, upstream: raw, {STRICT} }}
   - {{ name: secure, match: {{ host: secure.example }}, upstream: raw, {STRICT} }}
   - {{ name: public, match: {{ path_prefix: /public/ }}, upstream: raw }}
   - {{ name: files, match: {{ path_prefix: /files/ }}, upstream: raw, forward_raw_path: true }}
   - {{ name: ws, match: {{ path_prefix: /ws/ }}, upstream: raw, websocket: true }}
   - {{ name: fwd, match: {{ path_prefix: /fwd/ }}, upstream: raw, forwarded_headers: set }}
   - {{ name: evil101, match: {{ path_prefix: /evil101/ }}, upstream: switching }}
-  - {{ name: root, match: {{ path_prefix: / }}, upstream: raw }}
-"
-    )
+  - {{ name: root, match: {{ path_prefix: / }}, upstream: raw }}"
+    ))
+    .build()
 }
 
 struct Bench {
@@ -52,7 +48,7 @@ struct Bench {
 const SWITCHING: &[u8] =
     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
 
-async fn bench_with(extra_server: &str) -> Bench {
+async fn bench_with(server: Option<&str>) -> Bench {
     let pki = TestPki::new();
     let up = RawUpstream::start().await;
     let up101 = RawUpstream::answering(SWITCHING).await;
@@ -63,7 +59,7 @@ async fn bench_with(extra_server: &str) -> Bench {
         ("UP101", up101.addr.to_string()),
         ("ACCESS_LOG", access_log.display().to_string()),
     ];
-    let gh = Proxy::start(&yaml(extra_server), &vars).await;
+    let gh = Proxy::start(&yaml(server), &vars).await;
     Bench {
         pki,
         up,
@@ -74,7 +70,7 @@ async fn bench_with(extra_server: &str) -> Bench {
 }
 
 async fn bench() -> Bench {
-    bench_with("").await
+    bench_with(None).await
 }
 
 impl Bench {
@@ -193,7 +189,7 @@ async fn a_raw_path_route_forwards_the_bytes_it_matched() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn merge_slashes_can_be_turned_off() {
-    let b = bench_with(", merge_slashes: false").await;
+    let b = bench_with(Some("merge_slashes: false")).await;
     let resp = b.get("/public//x").await;
     assert_eq!(status(&resp), 200, "{resp}");
     assert_eq!(b.up.requests()[0].request_line, "GET /public//x HTTP/1.1");

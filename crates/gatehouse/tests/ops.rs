@@ -4,34 +4,29 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_testkit::gatehouse_devauth::pki::CertSpec;
-use gatehouse_testkit::{free_port, Proxy, TestPki, Upstream};
+use gatehouse_testkit::{free_port, Proxy, TestConfig, TestPki, Upstream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn yaml(upstream: &str, extra_route: &str) -> String {
-    format!(
-        "version: 1
-server: {{ threads: 2, grace_period: 1s, shutdown_timeout: 1s }}
-admin: {{ listen: \"${{ADMIN_ADDR}}\" }}
-log: {{ access_log: off }}
-listeners:
-  - name: edge
-    listen: \"${{PROXY_ADDR}}\"
-    tls:
-      cert_file: ${{CERT_DIR}}/server.pem
-      key_file: ${{CERT_DIR}}/server.key
-      client_auth: {{ mode: required, ca_files: [\"${{CERT_DIR}}/root-ca.pem\"] }}
-upstreams:
-  a: {{ peers: [\"${{UP_A}}\"] }}
-  b: {{ peers: [\"${{UP_B}}\"] }}
-routes:
-  - name: api
+/// Two threads, a second of grace, the edge listener (certificates required), upstreams
+/// `a` and `b`, and route `api` to `upstream` (plus `extra_route`).
+fn config(upstream: &str, extra_route: &str) -> TestConfig {
+    TestConfig::edge("required")
+        .threads(2)
+        .grace("1s")
+        .section("upstreams:\n  a: { peers: [\"${UP_A}\"] }\n  b: { peers: [\"${UP_B}\"] }")
+        .routes(&format!(
+            "  - name: api
     match: {{ path_prefix: /api/ }}
     upstream: {upstream}
     filters:
       - kind: client_cert
 {extra_route}"
-    )
+        ))
+}
+
+fn yaml(upstream: &str, extra_route: &str) -> String {
+    config(upstream, extra_route).build()
 }
 
 /// A test PKI, the two upstreams `yaml()` names, and the variables that fill it in.
@@ -222,11 +217,7 @@ fn advertised_ca_names(addr: std::net::SocketAddr) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotated_certificate_file_is_picked_up_without_a_signal() {
     let (pki, _ua, _ub, vars) = setup().await;
-    let y = yaml("a", "").replace(
-        "server: { threads: 2,",
-        "server: { file_watch_interval: 100ms, threads: 2,",
-    );
-    assert!(y.contains("file_watch_interval"));
+    let y = config("a", "").server("file_watch_interval: 100ms").build();
     let gh = Proxy::start(&y, &vars).await;
     let addr = gh.addr;
     let served = |root: gatehouse_testkit::gatehouse_devauth::pki::Issued| async move {
@@ -292,7 +283,20 @@ fn render(
     port: u16,
     admin: u16,
 ) -> String {
-    yaml(upstream, "")
+    render_config(config(upstream, ""), pki, a, b, port, admin)
+}
+
+/// `config` with its variables filled in, for a `gatehouse run` of the real binary.
+fn render_config(
+    config: TestConfig,
+    pki: &TestPki,
+    a: &Upstream,
+    b: &Upstream,
+    port: u16,
+    admin: u16,
+) -> String {
+    config
+        .build()
         .replace("${CERT_DIR}", &pki.dir.display().to_string())
         .replace("${UP_A}", &a.addr.to_string())
         .replace("${UP_B}", &b.addr.to_string())
@@ -346,8 +350,14 @@ async fn the_binary_reloads_on_sighup_logs_json_and_drains_on_sigterm() {
     let (port, admin) = (free_port(), free_port());
     let log = pki.path("access.log");
     let config = |upstream: &str| {
-        render(&pki, upstream, &ua, &ub, port, admin)
-            .replace("access_log: off", &format!("access_log: {log}"))
+        render_config(
+            config(upstream, "").access_log(&log),
+            &pki,
+            &ua,
+            &ub,
+            port,
+            admin,
+        )
     };
     // the default drain_delay: /readyz must answer 503 (not be refused) after SIGTERM
     assert!(!config("a").contains("drain_delay"));
@@ -449,9 +459,13 @@ async fn graceful_upgrade_hands_the_listeners_to_a_new_process() {
     let ua = Upstream::start().await;
     let (port, admin) = (free_port(), free_port());
     let sock = pki.path("upgrade.sock");
-    let text = render(&pki, "a", &ua, &ua, port, admin).replace(
-        "grace_period: 1s",
-        &format!("grace_period: 1s, upgrade_sock: \"{sock}\""),
+    let text = render_config(
+        config("a", "").server(&format!("upgrade_sock: \"{sock}\"")),
+        &pki,
+        &ua,
+        &ua,
+        port,
+        admin,
     );
     let file = pki.path("gatehouse.yaml");
     std::fs::write(&file, text).unwrap();

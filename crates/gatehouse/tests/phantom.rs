@@ -6,7 +6,8 @@
 use base64::Engine;
 use gatehouse_testkit::gatehouse_devauth::authz::DevClient;
 use gatehouse_testkit::{
-    gateway_client, json, jwt_payload, partner_client, AuthServer, Proxy, TestPki, Upstream,
+    gateway_client, json, jwt_payload, partner_client, AuthServer, DevAuthorizationServer, Proxy,
+    TestConfig, TestPki, Upstream,
 };
 use sha2::{Digest, Sha256};
 use std::sync::atomic::Ordering;
@@ -31,46 +32,42 @@ async fn setup(extra_clients: Vec<DevClient>) -> Setup {
     Setup { pki, up, auth }
 }
 
-/// A config with one `/api/` route: client_cert → phantom_token.
+/// A config with one `/api/` route: client_cert → phantom_token at the authorization
+/// server `dev` (introspection at `${INTROSPECT_URL}`).
 fn yaml(accept: &str, client_auth: &str, forward: &str, cache: &str, extra_top: &str) -> String {
-    format!(
-        "version: 1
-server: {{ threads: 2, grace_period: 0s, shutdown_timeout: 0s }}
-admin: {{ listen: \"${{ADMIN_ADDR}}\" }}
-log: {{ access_log: off }}
-{extra_top}
-listeners:
-  - name: edge
-    listen: \"${{PROXY_ADDR}}\"
-    tls:
-      cert_file: ${{CERT_DIR}}/server.pem
-      key_file: ${{CERT_DIR}}/server.key
-      client_auth: {{ mode: required, ca_files: [\"${{CERT_DIR}}/root-ca.pem\"] }}
-authorization_servers:
-  dev:
-    issuer: ${{ISSUER}}
-    jwks_uri: ${{ISSUER}}/oauth/jwks
-    ca_file: ${{CERT_DIR}}/root-ca.pem
-    algorithms: [ES256]
-    introspection:
-      url: ${{INTROSPECT_URL}}
-      accept: {accept}
-      timeout: 2s
-      client_auth: {client_auth}
-    cache: {cache}
-upstreams:
-  app: {{ peers: [\"${{UP}}\"] }}
-routes:
-  - name: api
+    yaml_with(dev(accept, client_auth, cache), forward, extra_top)
+}
+
+/// The authorization server `dev` of [`yaml`].
+fn dev(accept: &str, client_auth: &str, cache: &str) -> DevAuthorizationServer {
+    DevAuthorizationServer::new(accept, client_auth)
+        .url("${INTROSPECT_URL}")
+        .key(&format!("cache: {cache}"))
+}
+
+/// [`yaml`] with the authorization server as given.
+fn yaml_with(dev: DevAuthorizationServer, forward: &str, extra_top: &str) -> String {
+    test_config(dev, forward, extra_top).build()
+}
+
+/// [`yaml_with`], still open to changes.
+fn test_config(dev: DevAuthorizationServer, forward: &str, extra_top: &str) -> TestConfig {
+    let mut c = TestConfig::edge("required").threads(2);
+    if !extra_top.is_empty() {
+        c = c.section(extra_top);
+    }
+    c.section(&format!("authorization_servers:\n{}", dev.build()))
+        .section("upstreams:\n  app: { peers: [\"${UP}\"] }")
+        .routes(&format!(
+            "  - name: api
     match: {{ path_prefix: /api/ }}
     upstream: app
     filters:
       - kind: client_cert
       - kind: phantom_token
         authorization_server: dev
-        forward_jwt: {forward}
-"
-    )
+        forward_jwt: {forward}"
+        ))
 }
 
 const BASIC: &str =
@@ -472,12 +469,13 @@ async fn burst_of_first_uses(store: &str) {
     let s = setup(vec![]).await;
     // a generous introspection timeout: 100 handshakes at once on a busy CI machine must
     // not turn the one slow call into a 503
-    let gh = start(
-        &s,
-        &cached_in(store).replace("timeout: 2s", "timeout: 10s"),
-        &[],
-    )
-    .await;
+    let config = yaml_with(
+        dev("token-introspection+jwt", BASIC, &in_store(CACHE, store))
+            .introspection("timeout: 10s"),
+        "introspection_response",
+        "",
+    );
+    let gh = start(&s, &config, &[]).await;
     let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
     // slow the AS so that all 100 requests arrive while the first introspection is in flight
     s.auth.state.faults.delay_ms.store(300, Ordering::Relaxed);
@@ -663,15 +661,11 @@ async fn authorization_server_failures_fail_closed_with_503() {
     let s = setup(vec![]).await;
     // every fault must reach the server: no breaker holding calls off after the first
     // (the breaker has its own test, stale_if_error_…)
-    let config = yaml(
-        "token-introspection+jwt",
-        BASIC,
+    let config = yaml_with(
+        dev("token-introspection+jwt", BASIC, CACHE).introspection("backoff: 0s"),
         "introspection_response",
-        CACHE,
         "",
-    )
-    .replace("timeout: 2s", "timeout: 2s\n      backoff: 0s");
-    assert!(config.contains("backoff: 0s"));
+    );
     let gh = start(&s, &config, &[]).await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
     let f = &s.auth.state.faults;
@@ -1090,14 +1084,13 @@ async fn access_log_names_the_caller_and_the_rejection_never_the_token() {
     let log = s.pki.path("access.log");
     let gh = start(
         &s,
-        &yaml(
-            "token-introspection+jwt",
-            BASIC,
+        &test_config(
+            dev("token-introspection+jwt", BASIC, CACHE),
             "introspection_response",
-            CACHE,
             "",
         )
-        .replace("access_log: off", &format!("access_log: {log}")),
+        .access_log(&log)
+        .build(),
         &[],
     )
     .await;
@@ -1151,16 +1144,10 @@ async fn jwks_is_refetched_for_an_unknown_kid_at_most_once_per_min_refresh() {
     let s = setup(vec![]).await;
     let gh = start(
         &s,
-        &yaml(
-            "token-introspection+jwt",
-            BASIC,
+        &yaml_with(
+            dev("token-introspection+jwt", BASIC, CACHE).key("jwks_min_refresh: 1s"),
             "introspection_response",
-            CACHE,
             "",
-        )
-        .replace(
-            "    algorithms: [ES256]\n",
-            "    algorithms: [ES256]\n    jwks_min_refresh: 1s\n",
         ),
         &[],
     )

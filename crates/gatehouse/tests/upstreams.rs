@@ -6,28 +6,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use gatehouse_testkit::{free_port, json, DnsServer, Proxy, Upstream};
+use gatehouse_testkit::{free_port, json, DnsServer, Proxy, TestConfig, Upstream};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A plain-HTTP Gatehouse with these upstreams and routes.
+/// A plain-HTTP Gatehouse with these upstreams and routes (`server_extra`: more `server:`
+/// keys, written `, key: value`).
 fn config(threads: u32, server_extra: &str, upstreams: &str, routes: &str) -> String {
-    format!(
-        "version: 1
-server: {{ threads: {threads}, grace_period: 0s, shutdown_timeout: 0s{server_extra} }}
-admin: {{ listen: \"${{ADMIN_ADDR}}\" }}
-log: {{ access_log: off }}
-listeners:
-  - name: plain
-    listen: \"${{PROXY_ADDR}}\"
-upstreams:
-{upstreams}
-routes:
-{routes}"
-    )
+    let mut c = TestConfig::plain().threads(threads);
+    let extra = server_extra.trim_start_matches(", ");
+    if !extra.is_empty() {
+        c = c.server(extra);
+    }
+    c.section(&format!("upstreams:\n{upstreams}"))
+        .routes(routes)
+        .build()
 }
 
 /// [`config`] with one route, everything to the upstream `pool`.

@@ -22,15 +22,59 @@ use std::time::Duration;
 
 pub use gatehouse_devauth;
 
+mod config;
 mod dns;
 mod raw;
+pub use config::{DevAuthorizationServer, TestConfig};
 pub use dns::DnsServer;
 pub use raw::{RawRequest, RawUpstream, OK};
 
 /// A PKI written to a temporary directory (config files need paths).
 pub struct TestPki {
     pub pki: Pki,
+    /// Its files; removed with it.
     pub dir: PathBuf,
+}
+
+/// A directory for one test, removed with it.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory named after `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self(temp_dir(prefix))
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -374,6 +418,9 @@ impl Drop for Proxy {
         self.stop.notify_one();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some(dir) = self.config_path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
