@@ -104,7 +104,14 @@ fn bench(c: &mut Criterion) {
     };
     let filters: Vec<Box<dyn Filter>> = vec![
         Box::new(
-            gatehouse_mtls::ClientCertFilter::new(&cert_cfg, &[], 4, metrics.clone()).unwrap(),
+            gatehouse_mtls::ClientCertFilter::new(
+                &cert_cfg,
+                &[],
+                4,
+                metrics.clone(),
+                gatehouse_core::system_clock(),
+            )
+            .unwrap(),
         ),
         Box::new(gatehouse_phantom::PhantomTokenFilter::new(
             server.clone(),

@@ -328,6 +328,7 @@ impl Services {
                 &self.listener_ca_files,
                 self.listener_max_depth,
                 metrics.clone(),
+                self.clock.clone(),
             )
             .map(|f| Box::new(f) as Box<dyn Filter>)
             .map_err(|e| e.to_string()),

@@ -43,15 +43,19 @@ struct RouteTrust {
     dp: Option<DpFetcher>,
     store: ArcSwap<TrustStore>,
     generation: AtomicU64,
-    mtimes: parking_lot::Mutex<Vec<Option<SystemTime>>>,
+    /// Each CRL file's modification time and size when last loaded.
+    mtimes: parking_lot::Mutex<Vec<Option<(SystemTime, u64)>>>,
     last_check: AtomicI64,
+    /// The time the refresh checks read (certificate dates are OpenSSL's, on the system
+    /// clock).
+    clock: gatehouse_core::SharedClock,
 }
 
 impl RouteTrust {
     /// Rebuild the store when a CRL file changed (checked at most every 2 s, on the request
     /// path: one `stat` per file, no background task to manage).
     fn refresh(&self, metrics: &Metrics) {
-        let now = unix_now();
+        let now = self.clock.unix();
         let last = self.last_check.load(Ordering::Relaxed);
         if now - last < 2
             || self
@@ -126,7 +130,7 @@ impl RouteTrust {
         match &self.dp {
             None => files,
             Some(dp) => {
-                let epoch = unix_now().max(0) as u64 / dp.refresh().as_secs().max(1);
+                let epoch = self.clock.unix().max(0) as u64 / dp.refresh().as_secs().max(1);
                 files | (epoch << 24)
             }
         }
@@ -167,10 +171,16 @@ impl RouteTrust {
     }
 }
 
-fn mtimes(files: &[String]) -> Vec<Option<SystemTime>> {
+/// Modification time and size of each file (a file rewritten within one tick of a coarse
+/// file-system clock still shows its new size).
+fn mtimes(files: &[String]) -> Vec<Option<(SystemTime, u64)>> {
     files
         .iter()
-        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .map(|f| {
+            std::fs::metadata(f)
+                .and_then(|m| Ok((m.modified()?, m.len())))
+                .ok()
+        })
         .collect()
 }
 
@@ -196,6 +206,7 @@ impl ClientCertFilter {
         listener_ca_files: &[String],
         listener_max_depth: u32,
         metrics: Metrics,
+        clock: gatehouse_core::SharedClock,
     ) -> Result<Self, FilterBuildError> {
         let identities = cfg
             .identities
@@ -250,7 +261,8 @@ impl ClientCertFilter {
                 dp,
                 store: ArcSwap::from_pointee(store),
                 generation: AtomicU64::new(0),
-                last_check: AtomicI64::new(unix_now()),
+                last_check: AtomicI64::new(clock.unix()),
+                clock,
             })
         } else {
             None
