@@ -70,7 +70,7 @@ pub fn problems(c: &Config) -> Vec<(String, String)> {
             bundle(&mut p, format!("{at}.client_auth.ca_files[{j}]"), f);
         }
         for (j, f) in t.session_ticket_key_files.iter().enumerate() {
-            if let Err(e) = crate::tickets::load(std::slice::from_ref(f)) {
+            if let Err(e) = crate::listeners::tickets::load(std::slice::from_ref(f)) {
                 p.push((format!("{at}.session_ticket_key_files[{j}]"), e.to_string()));
             }
         }

@@ -201,7 +201,7 @@ impl Reloader {
             let mut f = self.services.lock();
             *f = Arc::new(services);
         }
-        crate::tls::publish_server_cert_expiry(&self.metrics, &loaded.config);
+        crate::listeners::tls::publish_server_cert_expiry(&self.metrics, &loaded.config);
         *self.watched.lock() = fingerprints(c);
         Ok(loaded.hash)
     }

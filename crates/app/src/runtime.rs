@@ -74,7 +74,7 @@ pub struct Runtime {
     /// Each listener's certificate, key, trust and ticket keys, by position in
     /// `listeners` (`None`: plain HTTP). In here so that a reload swaps one value: no
     /// request sees new routes with an old certificate, or the other way round.
-    pub tls: Vec<Option<Arc<crate::tls::TlsMaterial>>>,
+    pub tls: Vec<Option<Arc<crate::listeners::tls::TlsMaterial>>>,
 }
 
 /// Headers that are always removed from client requests, besides the certificate headers
@@ -253,7 +253,7 @@ impl Runtime {
                     l.tls
                         .as_ref()
                         .map(|t| {
-                            crate::tls::TlsMaterial::load(t)
+                            crate::listeners::tls::TlsMaterial::load(t)
                                 .map(Arc::new)
                                 .map_err(|e| BuildError::Tls(format!("listeners.{}: {e}", l.name)))
                         })

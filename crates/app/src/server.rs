@@ -4,11 +4,12 @@
 use crate::admin::{Admin, Readiness};
 use crate::error::BuildError;
 use crate::listeners::shard_address;
+use crate::listeners::tls;
 use crate::proxy::Chain;
 use crate::reload::{self, Reloader};
 use crate::runtime::Runtime;
 use crate::services::Services;
-use crate::{access_log, files, tls, upstreams};
+use crate::{access_log, files, upstreams};
 use arc_swap::ArcSwap;
 use gatehouse_config::Loaded;
 use gatehouse_core::SharedClock;

@@ -1,5 +1,11 @@
-//! How listeners are laid out over proxy shards: one listening socket per shard and
-//! listener address (`SO_REUSEPORT`), each with its own key for Pingora's socket table.
+//! Listeners: how their addresses are laid out over proxy shards (one listening socket per
+//! shard and address, `SO_REUSEPORT`, each with its own key for Pingora's socket table),
+//! their TLS ([`tls`]: certificates per handshake, client certificates verified once per
+//! connection, the leaf → chain table for resumed sessions) and their session tickets
+//! ([`tickets`]: shared keys, the chain carried in a ticket).
+
+pub mod tickets;
+pub mod tls;
 
 /// The address string shard `n` binds for a listener. Pingora keys listening sockets by
 /// this string (to hand them to a new process on `--upgrade`), so each shard needs its own:

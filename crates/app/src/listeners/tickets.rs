@@ -15,7 +15,7 @@
 //! `SSL_CTX_set_session_ticket_cb` — the only unsafe code in Gatehouse.
 #![allow(unsafe_code)]
 
-use crate::tls::{Chains, TlsSource};
+use crate::listeners::tls::{Chains, TlsSource};
 use crate::BuildError;
 use foreign_types::ForeignTypeRef;
 use openssl::ex_data::Index;
@@ -300,7 +300,7 @@ unsafe extern "C" fn decrypted(
             .ok()
             .and_then(|d| <[u8; 32]>::try_from(&d[..]).ok());
         if let (Some(key), Some(chain)) = (key, decode_chain(bytes)) {
-            crate::tls::remember_chain(&src.chains, key, chain);
+            crate::listeners::tls::remember_chain(&src.chains, key, chain);
         }
     }
     use_it

@@ -31,7 +31,7 @@ pub struct TlsMaterial {
     /// checks); starts empty with every new trust store.
     verified: VerifiedLeaves,
     /// `session_ticket_key_files`, read (the first encrypts, all decrypt).
-    pub(crate) ticket_keys: Option<Arc<[crate::tickets::TicketKey]>>,
+    pub(crate) ticket_keys: Option<Arc<[crate::listeners::tickets::TicketKey]>>,
     /// Subject names of the client CAs, sent in the CertificateRequest (clients that pick
     /// their certificate by them find one of a newly added CA after a reload).
     ca_names: Vec<X509Name>,
@@ -91,7 +91,7 @@ impl TlsMaterial {
             .map(|ca| ca.subject_name().to_owned().map_err(err("client CA list")))
             .collect::<Result<Vec<_>, _>>()?;
         let ticket_keys = if t.session_resumption {
-            crate::tickets::load(&t.session_ticket_key_files)?
+            crate::listeners::tickets::load(&t.session_ticket_key_files)?
         } else {
             None
         };
@@ -278,7 +278,7 @@ pub struct ListenerTlsState {
     wants_certs: bool,
     /// The key tickets use when no files are configured: random, one per listener and
     /// process, shared by its shards.
-    fallback_ticket_key: crate::tickets::TicketKey,
+    fallback_ticket_key: crate::listeners::tickets::TicketKey,
 }
 
 impl ListenerTlsState {
@@ -289,7 +289,7 @@ impl ListenerTlsState {
             material,
             chains: Arc::new(gatehouse_core::Bounded::new(MAX_CHAINS)),
             wants_certs: t.client_auth.mode != ClientCertMode::Off,
-            fallback_ticket_key: crate::tickets::TicketKey::random()?,
+            fallback_ticket_key: crate::listeners::tickets::TicketKey::random()?,
         })
     }
 
@@ -307,7 +307,7 @@ impl ListenerTlsState {
         let mut s = TlsSettings::with_callbacks(Box::new(acceptor))
             .map_err(|e| BuildError::Tls(e.to_string()))?;
         if t.session_resumption {
-            crate::tickets::install(
+            crate::listeners::tickets::install(
                 &mut s,
                 self.material.clone(),
                 self.fallback_ticket_key.clone(),
