@@ -7,6 +7,7 @@
 # shutdown cancelled out.
 #   benches/callgrind.sh BIN_A BIN_B               # both scenarios, N1=500, N2=2500
 #   N1=1000 N2=5000 SCENARIOS="passthru" benches/callgrind.sh target/release/gatehouse /tmp/gh-old
+#   CONFIG_B=old-harness.yaml benches/callgrind.sh A B   # B predates a key of the harness config
 # Needs what benches/run.sh needs (the NGINX peer harness for its backend and certificates,
 # oha) and valgrind (apt).
 set -euo pipefail
@@ -25,15 +26,15 @@ C=$WORK/certs
 OUT=$WORK/callgrind; mkdir -p "$OUT"
 
 # instructions for one process lifetime serving n requests of scenario sc
-instructions() { # bin sc n tag
-  local bin=$1 sc=$2 n=$3 tag=$4 url pid
+instructions() { # bin sc n tag config
+  local bin=$1 sc=$2 n=$3 tag=$4 config=$5 url pid
   case $sc in
     passthru) url=https://localhost:28443/passthrough/bench ;;
     auth) url=https://localhost:28443/api/bench ;;
   esac
   rm -f "$OUT/$tag.out"
   CERT_DIR=$C BENCH_INTROSPECT_SECRET=gateway-secret GATEHOUSE_LOG=warn \
-    valgrind --tool=callgrind --callgrind-out-file="$OUT/$tag.out" "$bin" run -c benches/nginx-harness.yaml \
+    valgrind --tool=callgrind --callgrind-out-file="$OUT/$tag.out" "$bin" run -c "$config" \
     > "$OUT/$tag.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 600); do curl -sf http://127.0.0.1:29100/readyz >/dev/null && break; sleep 0.1; done
@@ -51,9 +52,10 @@ instructions() { # bin sc n tag
 printf 'scenario\tbinary\tIr(%s)\tIr(%s)\tinstructions per request\n' "$N1" "$N2"
 for sc in $SCENARIOS; do
   for side in A B; do
-    bin=$A; [[ $side == B ]] && bin=$B
-    i1=$(instructions "$bin" "$sc" "$N1" "$sc-$side-$N1")
-    i2=$(instructions "$bin" "$sc" "$N2" "$sc-$side-$N2")
+    bin=$A; config=benches/nginx-harness.yaml
+    [[ $side == B ]] && { bin=$B; config=${CONFIG_B:-benches/nginx-harness.yaml}; }
+    i1=$(instructions "$bin" "$sc" "$N1" "$sc-$side-$N1" "$config")
+    i2=$(instructions "$bin" "$sc" "$N2" "$sc-$side-$N2" "$config")
     printf '%s\t%s (%s)\t%s\t%s\t%s\n' "$sc" "$side" "$bin" "$i1" "$i2" $(( (i2 - i1) / (N2 - N1) ))
   done
 done

@@ -5,7 +5,7 @@
 #   SKIP_NGINX=1 benches/run.sh       # Gatehouse only
 #   ONLY_E=1 ROUNDS=3 benches/run.sh  # only (e), many distinct tokens
 #   E_STORE=moka benches/run.sh       # (e) with the default token store (else compact)
-#   GH_B=/path/to/gatehouse-before benches/run.sh
+#   GH_B=/path/to/gatehouse-before [GH_B_CONFIG=its-config.yaml] benches/run.sh
 #                                     # same-run A/B: a second Gatehouse binary ("gatehouse-b",
 #                                     # e.g. built from an earlier commit) loaded in every round
 #                                     # right after target/release/gatehouse
@@ -62,12 +62,15 @@ for _ in $(seq 1 100); do curl -sf http://127.0.0.1:29100/readyz >/dev/null && b
 GHB_URL=https://localhost:28446
 if [[ -n ${GH_B:-} ]]; then
   log "starting Gatehouse B ($GH_B) on :28446"
+  # GH_B_CONFIG: B's own copy of the harness config, for a B that predates a config key
   sed -e "s/127.0.0.1:28443/127.0.0.1:28446/" -e "s/127.0.0.1:29100/127.0.0.1:29103/" \
-    benches/nginx-harness.yaml > "$WORK/gatehouse-b.yaml"
+    "${GH_B_CONFIG:-benches/nginx-harness.yaml}" > "$WORK/gatehouse-b.yaml"
   CERT_DIR=$CERT_DIR BENCH_INTROSPECT_SECRET=gateway-secret GATEHOUSE_LOG=warn \
     "$GH_B" run -c "$WORK/gatehouse-b.yaml" > "$WORK/gatehouse-b.log" 2>&1 &
   GHB_PID=$!
   for _ in $(seq 1 100); do curl -sf http://127.0.0.1:29103/readyz >/dev/null && break; sleep 0.1; done
+  curl -sf http://127.0.0.1:29103/readyz >/dev/null \
+    || { log "Gatehouse B did not start: $(cat "$WORK/gatehouse-b.log")"; exit 1; }
 fi
 
 log "functional check of Gatehouse with the harness's own expectations"

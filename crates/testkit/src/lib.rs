@@ -549,6 +549,38 @@ pub fn gateway_client() -> gatehouse_devauth::authz::DevClient {
 }
 
 /// Decode a JWT's payload without verifying it (to look at what the upstream got).
+/// What an API does with the RFC 9068 token Gatehouse forwards (the README's "What your
+/// API receives"): fetch Gatehouse's JWKS from the admin listener at `admin`, require
+/// `typ: at+jwt` and key id `kid`, verify the ES256 signature, `iss`, `aud`, `exp` and
+/// `sub`. The claims, or why not.
+pub async fn verify_as_api(
+    admin: SocketAddr,
+    jwt: &str,
+    kid: &str,
+    issuer: &str,
+    audience: &str,
+) -> Result<serde_json::Value, String> {
+    let header = jsonwebtoken::decode_header(jwt).map_err(|e| e.to_string())?;
+    if header.typ.as_deref() != Some("at+jwt") || header.kid.as_deref() != Some(kid) {
+        return Err(format!("header {header:?}"));
+    }
+    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(format!("http://{admin}/jwks"))
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let jwk = jwks.find(kid).ok_or(format!("no key {kid} in /jwks"))?;
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_issuer(&[issuer]);
+    v.set_audience(&[audience]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    jsonwebtoken::decode::<serde_json::Value>(jwt, &key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| e.to_string())
+}
+
 pub fn jwt_payload(jwt: &str) -> serde_json::Value {
     use base64::Engine;
     let p = jwt.split('.').nth(1).unwrap_or_default();
