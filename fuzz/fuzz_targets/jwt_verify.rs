@@ -13,7 +13,12 @@ fn verifier() -> &'static Verifier {
             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]});
         let set = serde_json::from_value(jwks).unwrap_or(jsonwebtoken::jwk::JwkSet { keys: Vec::new() });
-        let store = KeyStore::new(KeySource::Static(set), Duration::from_secs(10), Box::new(|_| {}));
+        let store = KeyStore::new(
+            KeySource::Static(set),
+            Duration::from_secs(10),
+            Box::new(|_| {}),
+            gatehouse_core::system_clock(),
+        );
         Verifier::new(Arc::new(store), &["ES256".to_owned(), "RS256".to_owned()], Some("https://as".to_owned()), Duration::from_secs(5), None)
     })
 }
