@@ -5,8 +5,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use gatehouse_testkit::{
-    gateway_client, json, partner_client, AuthServer, DevAuthorizationServer, Proxy, TestConfig,
-    TestPki, Upstream,
+    bearer_status, gateway_client, json, partner_client, AuthServer, DevAuthorizationServer, Proxy,
+    TestConfig, TestPki, Upstream,
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -215,15 +215,7 @@ async fn a_cache_hit_still_checks_the_route_scope() {
     let e = env().await;
     let token = e.auth.token(&e.pki, &e.pki.pki.partner_a).await;
     let a = e.pki.client(Some(&e.pki.pki.partner_a));
-    assert_eq!(
-        a.get(e.gh.url("/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(bearer_status(&a, e.gh.url("/api/x"), &token).await, 200);
     // same token, now cached, on a route that needs scope "admin"
     let res = a
         .get(e.gh.url("/admin/x"))
@@ -335,15 +327,7 @@ async fn jwt_filter_accepts_a_good_token_and_refuses_forgeries() {
 
     // a valid JWT bound to partner-a, presented on partner-b's connection
     let b = e.pki.client(Some(&e.pki.pki.partner_b));
-    assert_eq!(
-        b.get(e.gh.url("/jwt/x"))
-            .bearer_auth(&good)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(bearer_status(&b, e.gh.url("/jwt/x"), &good).await, 401);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_testkit::{
-    free_port, gateway_client, json, partner_client, raw_tls, raw_tls_pem, AuthServer,
-    DevAuthorizationServer, Proxy, TestConfig, TestPki, Upstream,
+    bearer_status, free_port, gateway_client, json, partner_client, raw_tls, raw_tls_pem,
+    AuthServer, DevAuthorizationServer, Proxy, TestConfig, TestPki, Upstream,
 };
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -360,40 +360,19 @@ async fn known_signing_keys_keep_working_when_the_jwks_endpoint_is_down() {
     let a = pki.client(Some(&pki.pki.partner_a));
     // a JWT access token from the AS (Curity-style application/jwt gives us one)
     let opaque = auth.token(&pki, &pki.pki.partner_a).await;
-    assert_eq!(
-        a.get(gh.url("/api/x"))
-            .bearer_auth(&opaque)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(bearer_status(&a, gh.url("/api/x"), &opaque).await, 200);
     let jwt = up.last().unwrap().headers["authorization"]
         .to_str()
         .unwrap()
         .strip_prefix("Bearer ")
         .unwrap()
         .to_owned();
-    assert_eq!(
-        a.get(gh.url("/jwt/x"))
-            .bearer_auth(&jwt)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(bearer_status(&a, gh.url("/jwt/x"), &jwt).await, 200);
     drop(auth); // the AS (and its JWKS endpoint) is gone
                 // past jwks_min_refresh, so an unknown kid triggers a (failing) fetch
     gh.clock.advance(Duration::from_millis(1100));
     assert_eq!(
-        a.get(gh.url("/jwt/x"))
-            .bearer_auth(&jwt)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        bearer_status(&a, gh.url("/jwt/x"), &jwt).await,
         200,
         "cached keys still verify"
     );

@@ -8,7 +8,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use gatehouse_testkit::{json, jwt_payload, Proxy, TestPki, Upstream};
+use gatehouse_testkit::{bearer_status, json, jwt_payload, Proxy, TestPki, Upstream};
 use sha2::{Digest, Sha256};
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -218,15 +218,7 @@ async fn oidc_provider_opaque_tokens_jwt_tokens_and_revocation() {
     assert_eq!(claims["token_introspection"]["cnf"]["x5t#S256"], x5t_a);
 
     // the same token on partner-b's connection
-    assert_eq!(
-        b.get(gh.url("/api/x"))
-            .bearer_auth(&opaque)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(bearer_status(&b, gh.url("/api/x"), &opaque).await, 401);
 
     // revoke (RFC 7009, by its owner); after the cache TTL the token is refused and the
     // negative answer is cached
@@ -294,15 +286,7 @@ async fn oidc_provider_opaque_tokens_jwt_tokens_and_revocation() {
         before,
         "no introspection for JWTs"
     );
-    assert_eq!(
-        b.get(gh.url("/jwt/x"))
-            .bearer_auth(&at)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(bearer_status(&b, gh.url("/jwt/x"), &at).await, 401);
     assert!(
         gh.metric("gatehouse_jwks_refreshes_total{authorization_server=\"op\",result=\"success\"}")
             .await

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use gatehouse_testkit::gatehouse_devauth::pki::CertSpec;
-use gatehouse_testkit::{free_port, Proxy, TestConfig, TestPki, Upstream};
+use gatehouse_testkit::{bearer_status, free_port, Proxy, TestConfig, TestPki, Upstream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -369,15 +369,7 @@ async fn the_binary_reloads_on_sighup_logs_json_and_drains_on_sigterm() {
     assert_eq!(readyz(admin).await, 200);
     let url = format!("https://localhost:{port}/api/x");
     let c = pki.client(Some(&pki.pki.partner_a));
-    assert_eq!(
-        c.get(&url)
-            .bearer_auth("secret-token-value")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(bearer_status(&c, &url, "secret-token-value").await, 200);
     assert_eq!(ua.count(), 1);
 
     // SIGHUP: the new file is read, the process keeps running

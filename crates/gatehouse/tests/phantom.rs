@@ -6,7 +6,7 @@
 use base64::Engine;
 use gatehouse_testkit::gatehouse_devauth::authz::DevClient;
 use gatehouse_testkit::{
-    gateway_client, json, jwt_payload, partner_client, verify_as_api, AuthServer,
+    bearer_status, gateway_client, json, jwt_payload, partner_client, verify_as_api, AuthServer,
     DevAuthorizationServer, Proxy, TestConfig, TestPki, Upstream,
 };
 use sha2::{Digest, Sha256};
@@ -177,15 +177,7 @@ async fn application_jwt_and_json_with_gatehouse_signed_jwt() {
     let gh = start(&s, &yaml("jwt", BASIC, "as_issued", CACHE, ""), &[]).await;
     let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 200);
     let auth = s.up.last().unwrap().headers["authorization"]
         .to_str()
         .unwrap()
@@ -201,15 +193,7 @@ async fn application_jwt_and_json_with_gatehouse_signed_jwt() {
     std::fs::write(&key_path, key).unwrap();
     let top = format!("token_signing: {{ key_file: {key_path}, key_id: gh1, issuer: https://gatehouse.internal }}");
     let gh = start(&s, &yaml("json", BASIC, SIGNED_FOR_API, CACHE, &top), &[]).await;
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 200);
     let auth = s.up.last().unwrap().headers["authorization"]
         .to_str()
         .unwrap()
@@ -528,15 +512,7 @@ async fn negative_cache_and_revocation(store: &str) {
     .await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
     for _ in 0..3 {
-        assert_eq!(
-            c.get(gh.url("/api/x"))
-                .bearer_auth("bogus")
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            401
-        );
+        assert_eq!(bearer_status(&c, gh.url("/api/x"), "bogus").await, 401);
     }
     assert_eq!(s.auth.introspections(), 1, "inactive answers are cached");
     assert_eq!(
@@ -545,15 +521,7 @@ async fn negative_cache_and_revocation(store: &str) {
         2.0
     );
     gh.clock.advance(Duration::from_millis(1300));
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth("bogus")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(bearer_status(&c, gh.url("/api/x"), "bogus").await, 401);
     assert_eq!(
         s.auth.introspections(),
         2,
@@ -562,15 +530,7 @@ async fn negative_cache_and_revocation(store: &str) {
 
     // revoke an active token: served from cache until max_ttl, then refused
     let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 200);
     let res = s
         .pki
         .client(None)
@@ -582,15 +542,7 @@ async fn negative_cache_and_revocation(store: &str) {
         .unwrap();
     assert_eq!(res.status(), 200);
     gh.clock.advance(Duration::from_millis(1300));
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 401);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -613,36 +565,12 @@ async fn cache_ttl_bounded_by_exp(store: &str) {
         .state
         .mint("partner-a", Some(&s.pki.pki.partner_a.der()), extra);
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 200);
+    assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 200);
     assert_eq!(s.auth.introspections(), 1);
     gh.clock.advance(Duration::from_millis(2600));
     // max_ttl is 60 s, but the token expired: the cached entry is gone and the AS says inactive
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 401);
     assert_eq!(s.auth.introspections(), 2);
 }
 
@@ -687,15 +615,7 @@ async fn authorization_server_failures_fail_closed_with_503() {
     f.delay_ms.store(0, Ordering::Relaxed);
     // errors are not cached: service recovers by itself
     let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 200);
     assert_eq!(
         gh.metric("gatehouse_introspection_requests_total{result=\"timeout\"}")
             .await,
@@ -765,30 +685,14 @@ async fn stale_if_error_keeps_cached_tokens_working_while_the_as_fails() {
     .await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
     let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 200);
     s.auth.state.faults.mode.store(1, Ordering::Relaxed);
     gh.clock.advance(Duration::from_millis(1300));
     let calls = s.auth.introspections();
     // the first stale request tries the server, fails, and gets the cached answer; the
     // breaker then holds calls off: the next eleven are answered at once, no call made
     for _ in 0..12 {
-        assert_eq!(
-            c.get(gh.url("/api/x"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 200);
     }
     assert_eq!(s.auth.introspections(), calls + 1, "one call, not twelve");
     assert_eq!(
@@ -798,15 +702,7 @@ async fn stale_if_error_keeps_cached_tokens_working_while_the_as_fails() {
     );
     // a token never seen still fails closed, at once and without a call
     let fresh = s.auth.state.mint("partner-a", None, Default::default());
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&fresh)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    assert_eq!(bearer_status(&c, gh.url("/api/x"), &fresh).await, 503);
     assert_eq!(s.auth.introspections(), calls + 1);
     assert_eq!(
         gh.metric("gatehouse_introspection_requests_total{result=\"circuit_open\"}")
@@ -842,24 +738,11 @@ async fn stale_if_error_keeps_cached_tokens_working_while_the_as_fails() {
         .metric("gatehouse_token_cache_total{result=\"hit\"}")
         .await;
     assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&fresh)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        bearer_status(&c, gh.url("/api/x"), &fresh).await,
         200,
         "closed again: new tokens are introspected"
     );
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 200);
     assert_eq!(
         gh.metric("gatehouse_token_cache_total{result=\"hit\"}")
             .await,
@@ -948,15 +831,7 @@ async fn every_client_auth_method_authenticates_to_the_introspection_endpoint() 
     )
     .await;
     let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
-    assert_eq!(
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 503);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1145,15 +1020,7 @@ async fn jwks_is_refetched_for_an_unknown_kid_at_most_once_per_min_refresh() {
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
     let status = |token: String| {
         let (c, url) = (c.clone(), gh.url("/api/x"));
-        async move {
-            c.get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+        async move { bearer_status(&c, url, token).await.as_u16() }
     };
     let fetches = || s.auth.state.jwks_fetches.load(Ordering::SeqCst);
     let t1 = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
@@ -1208,14 +1075,7 @@ async fn a_reload_keeps_the_token_cache_unless_its_authorization_server_changed(
     let gh = start(&s, &config(CACHE), &[]).await;
     let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
-    let get = || async {
-        c.get(gh.url("/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
+    let get = || async { bearer_status(&c, gh.url("/api/x"), &token).await };
     assert_eq!(get().await, 200);
     assert_eq!(s.auth.introspections(), 1);
     let jwks_fetches = s.auth.state.jwks_fetches.load(Ordering::SeqCst);

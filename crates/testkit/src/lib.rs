@@ -425,6 +425,16 @@ impl Drop for Proxy {
     }
 }
 
+/// The status of a GET of `url` with `Authorization: Bearer <token>` (panics when no
+/// answer comes).
+pub async fn bearer_status(
+    c: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    token: impl std::fmt::Display,
+) -> reqwest::StatusCode {
+    c.get(url).bearer_auth(token).send().await.unwrap().status()
+}
+
 /// A JSON body.
 pub async fn json(res: reqwest::Response) -> serde_json::Value {
     res.json().await.unwrap_or(serde_json::Value::Null)
