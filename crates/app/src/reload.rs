@@ -27,6 +27,8 @@ struct ListenerShape {
     addr: SocketAddr,
     tls: bool,
     mode: ClientCertMode,
+    /// Session resumption (its callbacks are installed in the OpenSSL contexts at start).
+    resumption: bool,
 }
 
 fn shapes(c: &Config) -> Vec<ListenerShape> {
@@ -41,6 +43,7 @@ fn shapes(c: &Config) -> Vec<ListenerShape> {
                 .as_ref()
                 .map(|t| t.client_auth.mode)
                 .unwrap_or(ClientCertMode::Off),
+            resumption: l.tls.as_ref().is_some_and(|t| t.session_resumption),
         })
         .collect()
 }
@@ -187,7 +190,7 @@ impl Reloader {
         let c = &loaded.config;
         if shapes(c) != self.listeners || c.admin.as_ref().map(|a| a.listen) != self.admin {
             return Err(vec![
-                "listeners (names, addresses, TLS, client_auth.mode) and the admin address cannot change on reload: restart or upgrade".to_owned(),
+                "listeners (names, addresses, TLS, client_auth.mode, session_resumption) and the admin address cannot change on reload: restart or upgrade".to_owned(),
             ]);
         }
         let prev = self.services.lock().clone();

@@ -366,6 +366,7 @@ impl Metrics {
             "bad_response",
             "bad_signature",
             "circuit_open",
+            "unforwardable",
         ] {
             introspection_requests.with_label_values(&[result]);
         }
@@ -485,11 +486,13 @@ impl SoonestExpiry {
         if !new && now < self.next_recompute.load(Relaxed) {
             return;
         }
-        let soonest = self.seen.with(|m| {
+        // computed and published under the table's lock: a recomputation that began before
+        // a newer certificate came cannot overwrite the value that includes it
+        self.seen.with(|m| {
             m.retain(|_, (_, seen)| now - *seen <= Self::WINDOW);
-            m.values().map(|(n, _)| *n).min().unwrap_or(0)
+            self.gauge
+                .set(m.values().map(|(n, _)| *n).min().unwrap_or(0));
         });
-        self.gauge.set(soonest);
         self.next_recompute
             .store(now + Self::RECOMPUTE_EVERY, Relaxed);
     }

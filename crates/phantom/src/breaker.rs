@@ -15,10 +15,13 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default)]
 struct State {
-    /// Failures in a row.
+    /// Failures in a row (the one that opened the circuit, then each failed probe).
     failures: u32,
     /// No attempt before this.
     closed_until: Option<Instant>,
+    /// A probe is out: its failure counts, and calls that were already in flight when the
+    /// circuit opened do not (fifty of them failing at once is one outage, not fifty).
+    probing: bool,
 }
 
 /// Whether an introspection may be attempted now.
@@ -48,6 +51,7 @@ impl Breaker {
             Some(t) if now >= t => {
                 // the probe: hold the others off for as long as it may take
                 s.closed_until = Some(now + wait(self.first, s.failures));
+                s.probing = true;
                 true
             }
             Some(_) => false,
@@ -59,9 +63,14 @@ impl Breaker {
         self.state.lock().closed_until.is_some()
     }
 
-    /// A call failed at `now`: wait before the next (longer each time).
+    /// A call failed at `now`: wait before the next (longer after each failed probe).
     pub fn failed(&self, now: Instant) {
         let mut s = self.state.lock();
+        if s.closed_until.is_some() && !s.probing {
+            // already open: a call that was in flight when it opened
+            return;
+        }
+        s.probing = false;
         s.failures = s.failures.saturating_add(1);
         s.closed_until = Some(now + wait(self.first, s.failures));
     }
@@ -109,6 +118,12 @@ mod tests {
         b.succeeded();
         assert!(!b.is_open());
         assert!(b.attempt(t1) && b.attempt(t1));
+        // fifty calls in flight failing after the first: one outage, one wait
+        let b = Breaker::new(FIRST_WAIT);
+        for _ in 0..50 {
+            b.failed(t0);
+        }
+        assert!(b.attempt(t0 + FIRST_WAIT), "still the first wait");
         // backoff 0s: a failure never holds a call off
         let b = Breaker::new(Duration::ZERO);
         b.failed(t0);

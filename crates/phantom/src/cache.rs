@@ -34,7 +34,7 @@ impl CachedToken {
         let header = format!("Bearer {jwt}");
         // checked once here, so building the header for each request cannot fail
         http::HeaderValue::from_str(&header).map_err(|_| {
-            crate::IntrospectError::BadResponse("the JWT is not a valid header value")
+            crate::IntrospectError::Unforwardable("the JWT is not a valid header value")
         })?;
         let reuse = Reuse {
             fresh_until,

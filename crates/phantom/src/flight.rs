@@ -28,21 +28,23 @@ impl<V: Clone> Flights<V> {
     /// `call`'s result for `key`, run by this request ([`Lookup::Miss`]) or by the one
     /// already running it ([`Lookup::Coalesced`], and `call` is dropped unrun).
     pub async fn run(&self, key: TokenKey, call: impl Future<Output = V>) -> (V, Lookup) {
-        let cell = self.calls.lock().entry(key).or_default().clone();
+        // on every way out, a cancelled caller included, the slot goes once its call is
+        // over or once nobody waits on it any more (the guard holds this caller's only
+        // reference to the cell, so it can tell)
+        let leave = Leave {
+            flights: self,
+            key,
+            cell: self.calls.lock().entry(key).or_default().clone(),
+        };
         let mut ran = false;
-        let value = cell
+        let value = leave
+            .cell
             .get_or_init(|| {
                 ran = true;
                 call
             })
             .await
             .clone();
-        // the call is over: the next request for this key starts a new one (unless a newer
-        // call already took the slot)
-        let mut calls = self.calls.lock();
-        if calls.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            calls.remove(&key);
-        }
         (value, if ran { Lookup::Miss } else { Lookup::Coalesced })
     }
 
@@ -54,6 +56,28 @@ impl<V: Clone> Flights<V> {
     /// Whether no call is in progress.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Frees a flight's slot when the call is over (the next request for the key starts a new
+/// one) or when its last caller went away without an answer.
+struct Leave<'a, V> {
+    flights: &'a Flights<V>,
+    key: TokenKey,
+    cell: Arc<OnceCell<V>>,
+}
+
+impl<V> Drop for Leave<'_, V> {
+    fn drop(&mut self) {
+        let mut calls = self.flights.calls.lock();
+        let ours = calls
+            .get(&self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, &self.cell));
+        // the map's reference and this one: nobody else waits
+        let alone = Arc::strong_count(&self.cell) <= 2;
+        if ours && (self.cell.initialized() || alone) {
+            calls.remove(&self.key);
+        }
     }
 }
 
@@ -136,5 +160,19 @@ mod tests {
         assert!(stuck.await.unwrap_err().is_cancelled());
         assert_eq!(waiter.await.unwrap(), (9, Lookup::Miss));
         assert!(f.is_empty());
+        // the only caller goes away: its slot goes with it (no slot per abandoned token)
+        let (s, f3) = (started.clone(), f.clone());
+        let lone = tokio::spawn(async move {
+            f3.run(key(10), async move {
+                s.notify_one();
+                std::future::pending::<u32>().await
+            })
+            .await
+        });
+        started.notified().await;
+        assert_eq!(f.len(), 1);
+        lone.abort();
+        assert!(lone.await.unwrap_err().is_cancelled());
+        assert!(f.is_empty(), "an abandoned call leaves no slot");
     }
 }

@@ -27,9 +27,20 @@ pub enum IntrospectError {
     /// Not attempted: the last call failed and the breaker holds calls off for a while.
     #[error("the authorization server failed recently; not called again yet")]
     CircuitOpen,
+    /// The answer was fine but this token's cannot be forwarded (no `client_id` to sign
+    /// for, a JWT that is no header value): this token's problem, not the server's.
+    #[error("the token cannot be forwarded: {0}")]
+    Unforwardable(&'static str),
 }
 
 impl IntrospectError {
+    /// Whether the authorization server failed (unreachable, slow, 5xx, an answer that
+    /// does not parse or verify, refusing Gatehouse's credentials): what the breaker
+    /// counts. A problem with one token is not.
+    pub fn is_server_failure(&self) -> bool {
+        !matches!(self, Self::CircuitOpen | Self::Unforwardable(_))
+    }
+
     /// Metric label.
     pub fn result(&self) -> &'static str {
         match self {
@@ -39,6 +50,7 @@ impl IntrospectError {
             Self::BadResponse(_) => "bad_response",
             Self::BadSignature(_) => "bad_signature",
             Self::CircuitOpen => "circuit_open",
+            Self::Unforwardable(_) => "unforwardable",
         }
     }
 }

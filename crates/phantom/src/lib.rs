@@ -131,11 +131,11 @@ impl AuthServer {
                     (ForwardJwt::SignedByGatehouse, _, Some(s), Some(aud)) => {
                         let (jwt, exp) = s.sign(&claims, aud, now).map_err(|e| {
                                 tracing::warn!(authorization_server = %self.name, "cannot sign the upstream JWT: {e}");
-                                IntrospectError::BadResponse("cannot sign the upstream JWT")
+                                IntrospectError::Unforwardable("cannot sign the upstream JWT")
                             })?;
                         (jwt, Some(exp))
                     }
-                    _ => return Err(IntrospectError::BadResponse("no JWT to forward")),
+                    _ => return Err(IntrospectError::Unforwardable("no JWT to forward")),
                 };
                 // the entry must not outlive the JWT it forwards (token_signing.max_ttl may
                 // be shorter than the cache's)
@@ -250,6 +250,12 @@ impl AuthServer {
         let (result, how) = self
             .flights
             .run(key, async {
+                // a flight that ended just before this one began may have filled it
+                if let Some(e) = self.cache.get(&key).await {
+                    if e.is_fresh(self.clock.now()) {
+                        return Ok(e);
+                    }
+                }
                 let result = self.load(token, forward).await;
                 match &result {
                     Ok(entry) => {
@@ -260,10 +266,13 @@ impl AuthServer {
                             .with_label_values(&[&self.name])
                             .set(self.cache.entry_count().await as i64);
                     }
-                    Err(e) => {
+                    Err(e) if e.is_server_failure() => {
                         // once per failed call, not per request refused meanwhile
                         tracing::warn!(authorization_server = %self.name, "introspection failed: {e}");
                         self.breaker.failed(self.clock.now());
+                    }
+                    Err(e) => {
+                        tracing::debug!(authorization_server = %self.name, "introspection: {e}")
                     }
                 }
                 result
