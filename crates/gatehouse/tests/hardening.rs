@@ -361,12 +361,7 @@ async fn known_signing_keys_keep_working_when_the_jwks_endpoint_is_down() {
     // a JWT access token from the AS (Curity-style application/jwt gives us one)
     let opaque = auth.token(&pki, &pki.pki.partner_a).await;
     assert_eq!(bearer_status(&a, gh.url("/api/x"), &opaque).await, 200);
-    let jwt = up.last().unwrap().headers["authorization"]
-        .to_str()
-        .unwrap()
-        .strip_prefix("Bearer ")
-        .unwrap()
-        .to_owned();
+    let jwt = up.last_bearer();
     assert_eq!(bearer_status(&a, gh.url("/jwt/x"), &jwt).await, 200);
     drop(auth); // the AS (and its JWKS endpoint) is gone
                 // past jwks_min_refresh, so an unknown kid triggers a (failing) fetch

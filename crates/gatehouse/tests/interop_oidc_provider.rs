@@ -206,11 +206,7 @@ async fn oidc_provider_opaque_tokens_jwt_tokens_and_revocation() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let auth = up.last().unwrap().headers["authorization"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let upstream_jwt = auth.strip_prefix("Bearer ").unwrap();
+    let upstream_jwt = &up.last_bearer();
     let claims = jwt_payload(upstream_jwt);
     assert_eq!(claims["iss"], provider.issuer);
     assert_eq!(claims["aud"], "gateway");
@@ -274,12 +270,7 @@ async fn oidc_provider_opaque_tokens_jwt_tokens_and_revocation() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(
-        up.last().unwrap().headers["authorization"]
-            .to_str()
-            .unwrap(),
-        format!("Bearer {at}")
-    );
+    assert_eq!(up.last_bearer(), at);
     assert_eq!(
         gh.metric("gatehouse_introspection_requests_total{result=\"active\"}")
             .await,
@@ -341,11 +332,7 @@ async fn the_oidc_provider_guide_in_conf_works_with_oidc_provider() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let auth = up.last().unwrap().headers["authorization"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let jwt = auth.strip_prefix("Bearer ").unwrap();
+    let jwt = &up.last_bearer();
     // what the README tells the API team to check
     let claims = gatehouse_testkit::verify_as_api(
         gh.admin,

@@ -38,6 +38,18 @@ fn yaml(accept: &str, client_auth: &str, forward: &str, cache: &str, extra_top: 
     yaml_with(dev(accept, client_auth, cache), forward, extra_top)
 }
 
+/// [`yaml`] for an RFC 9701 server whose answers are forwarded as they are, with the
+/// cache settings `cache`: what most tests here run.
+fn rfc9701(cache: &str) -> String {
+    yaml(
+        "token-introspection+jwt",
+        BASIC,
+        "introspection_response",
+        cache,
+        "",
+    )
+}
+
 /// The authorization server `dev` of [`yaml`].
 fn dev(accept: &str, client_auth: &str, cache: &str) -> DevAuthorizationServer {
     DevAuthorizationServer::new(accept, client_auth)
@@ -102,18 +114,7 @@ fn x5t(der: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn rfc9701_response_is_verified_and_forwarded_only_when_asked_for() {
     let s = setup(vec![]).await;
-    let gh = start(
-        &s,
-        &yaml(
-            "token-introspection+jwt",
-            BASIC,
-            "introspection_response",
-            CACHE,
-            "",
-        ),
-        &[],
-    )
-    .await;
+    let gh = start(&s, &rfc9701(CACHE), &[]).await;
     let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
     let res = c
@@ -178,11 +179,7 @@ async fn application_jwt_and_json_with_gatehouse_signed_jwt() {
     let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
     assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 200);
-    let auth = s.up.last().unwrap().headers["authorization"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let claims = jwt_payload(auth.strip_prefix("Bearer ").unwrap());
+    let claims = jwt_payload(&s.up.last_bearer());
     assert_eq!(claims["client_id"], "partner-a");
     assert_eq!(claims["iss"], s.auth.issuer());
     drop(gh);
@@ -194,11 +191,7 @@ async fn application_jwt_and_json_with_gatehouse_signed_jwt() {
     let top = format!("token_signing: {{ key_file: {key_path}, key_id: gh1, issuer: https://gatehouse.internal }}");
     let gh = start(&s, &yaml("json", BASIC, SIGNED_FOR_API, CACHE, &top), &[]).await;
     assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 200);
-    let auth = s.up.last().unwrap().headers["authorization"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let jwt = auth.strip_prefix("Bearer ").unwrap();
+    let jwt = &s.up.last_bearer();
     let claims = jwt_payload(jwt);
     // RFC 9068: typ at+jwt; iss, aud (the route's), exp, iat, jti, sub, client_id
     // what the README tells an API to check
@@ -247,11 +240,7 @@ async fn application_jwt_and_json_with_gatehouse_signed_jwt() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let auth2 = s.up.last().unwrap().headers["authorization"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let jwt2 = auth2.strip_prefix("Bearer ").unwrap();
+    let jwt2 = &s.up.last_bearer();
     assert!(
         verify(jwt2.to_owned()).await.is_ok(),
         "after a reload the served JWKS verifies the JWTs signed with the new key"
@@ -313,11 +302,7 @@ async fn routes_forwarding_different_jwts_from_one_authorization_server_each_get
             .await
             .unwrap();
         assert_eq!(res.status(), 200, "{path}");
-        let auth = s.up.last().unwrap().headers["authorization"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let claims = jwt_payload(auth.strip_prefix("Bearer ").unwrap());
+        let claims = jwt_payload(&s.up.last_bearer());
         // the AS's RFC 9701 response nests the claims; Gatehouse's JWT carries them flat
         let (iss, aud, inner) = match path {
             "/signed/x" => (
@@ -350,18 +335,7 @@ async fn routes_forwarding_different_jwts_from_one_authorization_server_each_get
 #[tokio::test(flavor = "multi_thread")]
 async fn rfc6750_errors_for_missing_malformed_and_inactive_tokens() {
     let s = setup(vec![]).await;
-    let gh = start(
-        &s,
-        &yaml(
-            "token-introspection+jwt",
-            BASIC,
-            "introspection_response",
-            CACHE,
-            "",
-        ),
-        &[],
-    )
-    .await;
+    let gh = start(&s, &rfc9701(CACHE), &[]).await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
 
     let res = c.get(gh.url("/api/x")).send().await.unwrap();
@@ -420,13 +394,7 @@ fn in_store(cache: &str, store: &str) -> String {
 
 /// The usual RFC 9701 config with [`CACHE`] in the token store `store`.
 fn cached_in(store: &str) -> String {
-    yaml(
-        "token-introspection+jwt",
-        BASIC,
-        "introspection_response",
-        &in_store(CACHE, store),
-        "",
-    )
+    rfc9701(&in_store(CACHE, store))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -498,18 +466,7 @@ async fn negative_cache_and_revocation_follow_their_ttls_compact_store() {
 async fn negative_cache_and_revocation(store: &str) {
     let s = setup(vec![]).await;
     let cache = in_store("{ max_ttl: 1s, negative_ttl: 1s }", store);
-    let gh = start(
-        &s,
-        &yaml(
-            "token-introspection+jwt",
-            BASIC,
-            "introspection_response",
-            &cache,
-            "",
-        ),
-        &[],
-    )
-    .await;
+    let gh = start(&s, &rfc9701(&cache), &[]).await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
     for _ in 0..3 {
         assert_eq!(bearer_status(&c, gh.url("/api/x"), "bogus").await, 401);
@@ -645,18 +602,7 @@ async fn authorization_server_failures_fail_closed_with_503() {
         "https://localhost:{}/oauth/introspect",
         gatehouse_testkit::free_port()
     );
-    let gh = start(
-        &s,
-        &yaml(
-            "token-introspection+jwt",
-            BASIC,
-            "introspection_response",
-            CACHE,
-            "",
-        ),
-        &[("INTROSPECT_URL", dead)],
-    )
-    .await;
+    let gh = start(&s, &rfc9701(CACHE), &[("INTROSPECT_URL", dead)]).await;
     let res = c
         .get(gh.url("/api/x"))
         .bearer_auth(&token)
@@ -671,18 +617,7 @@ async fn authorization_server_failures_fail_closed_with_503() {
 async fn stale_if_error_keeps_cached_tokens_working_while_the_as_fails() {
     let s = setup(vec![]).await;
     let cache = "{ max_ttl: 1s, negative_ttl: 1s, stale_if_error: 60s }";
-    let gh = start(
-        &s,
-        &yaml(
-            "token-introspection+jwt",
-            BASIC,
-            "introspection_response",
-            cache,
-            "",
-        ),
-        &[],
-    )
-    .await;
+    let gh = start(&s, &rfc9701(cache), &[]).await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));
     let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
     assert_eq!(bearer_status(&c, gh.url("/api/x"), &token).await, 200);
@@ -840,18 +775,7 @@ async fn authorization_server_faults_under_load_spare_cached_tokens_and_heal() {
     use std::sync::Arc;
 
     let mut s = setup(vec![]).await;
-    let gh = start(
-        &s,
-        &yaml(
-            "token-introspection+jwt",
-            BASIC,
-            "introspection_response",
-            CACHE,
-            "",
-        ),
-        &[],
-    )
-    .await;
+    let gh = start(&s, &rfc9701(CACHE), &[]).await;
     // a request that hangs fails the test instead of the suite: the introspection timeout
     // is 2 s, so every answer comes long before this
     let client = s
@@ -1063,15 +987,7 @@ async fn jwks_is_refetched_for_an_unknown_kid_at_most_once_per_min_refresh() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_keeps_the_token_cache_unless_its_authorization_server_changed() {
     let s = setup(vec![]).await;
-    let config = |cache: &str| {
-        yaml(
-            "token-introspection+jwt",
-            BASIC,
-            "introspection_response",
-            cache,
-            "",
-        )
-    };
+    let config = |cache: &str| rfc9701(cache);
     let gh = start(&s, &config(CACHE), &[]).await;
     let token = s.auth.token(&s.pki, &s.pki.pki.partner_a).await;
     let c = s.pki.client(Some(&s.pki.pki.partner_a));

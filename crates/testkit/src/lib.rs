@@ -231,6 +231,16 @@ impl Upstream {
     pub fn last(&self) -> Option<Seen> {
         self.seen.lock().unwrap().last().cloned()
     }
+
+    /// The token of `Authorization: Bearer <token>` in the last request received (panics
+    /// when there was none, or another scheme).
+    pub fn last_bearer(&self) -> String {
+        let seen = self.last().expect("a request reached the upstream");
+        let auth = seen.headers["authorization"].to_str().unwrap();
+        auth.strip_prefix("Bearer ")
+            .unwrap_or_else(|| panic!("not a Bearer header: {auth}"))
+            .to_owned()
+    }
 }
 
 impl Drop for Upstream {

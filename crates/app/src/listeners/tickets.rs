@@ -354,24 +354,15 @@ unsafe extern "C" fn callback(
     // buffers hold the lengths the cipher (AES-128/256-CBC: 16/32-byte key, 16-byte IV)
     // and HMAC_Init_ex (`len` bytes) read, and are not kept after the calls
     let ok = unsafe {
-        let init = if enc == 1 {
-            openssl_sys::EVP_EncryptInit_ex(
-                cctx,
-                key.cipher(),
-                std::ptr::null_mut(),
-                key.aes.as_ptr(),
-                iv.as_ptr(),
-            )
-        } else {
-            openssl_sys::EVP_DecryptInit_ex(
-                cctx,
-                key.cipher(),
-                std::ptr::null_mut(),
-                key.aes.as_ptr(),
-                iv.as_ptr(),
-            )
-        };
-        init == 1
+        // one call for both directions: `enc` is 1 to encrypt, 0 to decrypt
+        openssl_sys::EVP_CipherInit_ex(
+            cctx,
+            key.cipher(),
+            std::ptr::null_mut(),
+            key.aes.as_ptr(),
+            iv.as_ptr(),
+            enc,
+        ) == 1
             && openssl_sys::HMAC_Init_ex(
                 hctx,
                 key.hmac.as_ptr() as *const c_void,
